@@ -1,0 +1,100 @@
+//! The gateway's public API: REST bodies and WebSocket messages. The CLI, the web
+//! client and tests speak exactly these types.
+
+use crate::event::JobEvent;
+use crate::job::{JobId, JobOptions, JobStatus};
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/jobs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    pub project: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub options: JobOptions,
+    /// A client-chosen id makes a retried submission idempotent.
+    #[serde(default)]
+    pub job_id: Option<JobId>,
+}
+
+/// Answer to `POST /v1/jobs` (202).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobAccepted {
+    pub job_id: JobId,
+    pub status: JobStatus,
+}
+
+/// A job as the ledger knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: JobId,
+    pub project: String,
+    pub prompt: String,
+    pub status: JobStatus,
+    pub node: Option<String>,
+    pub attempts: u32,
+    pub submitted_by: String,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub exit_reason: Option<String>,
+    pub exit_message: Option<String>,
+    pub session_id: Option<String>,
+    pub num_turns: Option<u32>,
+    pub cost_usd: Option<f64>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub last_seq: u64,
+}
+
+/// `GET /v1/jobs`: one page, newest first; `next_before` pages on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobPage {
+    pub jobs: Vec<JobView>,
+    pub next_before: Option<JobId>,
+}
+
+/// `GET /v1/jobs/{id}/events`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventPage {
+    pub events: Vec<JobEvent>,
+}
+
+/// Every error the API returns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `bad_request`, `unauthorized`, `not_found`, …
+    pub code: String,
+    /// For a person.
+    pub message: String,
+}
+
+/// What a client sends on the WebSocket (`GET /v1/ws`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Send every event of `job_id` with a sequence above `after_seq` (0: from the
+    /// start), then live ones.
+    Subscribe {
+        job_id: JobId,
+        #[serde(default)]
+        after_seq: u64,
+    },
+    Unsubscribe { job_id: JobId },
+}
+
+/// What the gateway sends on the WebSocket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Subscribed { job_id: JobId, after_seq: u64 },
+    Event { event: JobEvent },
+    Unsubscribed { job_id: JobId },
+    Error { code: String, message: String },
+}

@@ -1,0 +1,228 @@
+//! Job events: the one record of what happened to a job. Each job's events form a
+//! log on its own subject with a contiguous per-job sequence starting at 1; a client
+//! that saw sequence `k` resumes with everything after `k`, exactly once, in order.
+
+use crate::job::{JobId, JobStatus};
+use serde::{Deserialize, Serialize};
+
+/// One event of one job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub version: u32,
+    pub job_id: JobId,
+    /// Per-job sequence number: 1 for `job.queued`, then +1 for each event.
+    pub seq: u64,
+    pub at_ms: i64,
+    /// The node that published the event, if a node did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Delivery attempt of the job the event belongs to (0 before any node took it).
+    #[serde(default)]
+    pub attempt: u32,
+    #[serde(flatten)]
+    pub body: EventBody,
+    /// The CLI's output line this event was made from, verbatim, when it came from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+}
+
+impl JobEvent {
+    /// The status the job has once this event is applied, if the event changes it.
+    pub fn status_after(&self) -> Option<JobStatus> {
+        match &self.body {
+            EventBody::Queued { .. } => Some(JobStatus::Queued),
+            EventBody::Started { .. } | EventBody::Retrying { .. } => Some(JobStatus::Running),
+            EventBody::Completed { .. } => Some(JobStatus::Completed),
+            EventBody::Failed { .. } => Some(JobStatus::Failed),
+            EventBody::Cancelled { .. } => Some(JobStatus::Cancelled),
+            _ => None,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.status_after().is_some_and(JobStatus::is_terminal)
+    }
+
+    /// The dotted name of the event's kind, as on the wire (`job.started`, …).
+    pub fn kind(&self) -> &'static str {
+        self.body.kind()
+    }
+}
+
+/// What happened. Serialised with a `kind` tag beside the envelope fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum EventBody {
+    #[serde(rename = "job.queued")]
+    Queued {
+        project: String,
+        pool: String,
+        submitted_by: String,
+    },
+    #[serde(rename = "job.started")]
+    Started { node: String, attempt: u32 },
+    /// A new delivery of a job whose earlier attempt ended without a result.
+    #[serde(rename = "job.retrying")]
+    Retrying { attempt: u32, reason: String },
+    #[serde(rename = "session.init")]
+    SessionInit {
+        session_id: String,
+        #[serde(default)]
+        model: Option<String>,
+        #[serde(default)]
+        cwd: Option<String>,
+        #[serde(default)]
+        tools: Vec<String>,
+    },
+    #[serde(rename = "assistant.text")]
+    AssistantText { text: String },
+    #[serde(rename = "tool.call")]
+    ToolCall {
+        tool_use_id: String,
+        name: String,
+        input: serde_json::Value,
+    },
+    #[serde(rename = "tool.result")]
+    ToolResult {
+        tool_use_id: String,
+        is_error: bool,
+        /// The result's text, cut to a bounded length.
+        content: String,
+    },
+    /// The CLI refused a tool call (permission mode or allow list).
+    #[serde(rename = "tool.denied")]
+    ToolDenied { tool_name: String, tool_use_id: String },
+    /// A line of the CLI's output with no normalised form (other system lines, lines
+    /// of kinds this version does not know). The raw line is on the envelope.
+    #[serde(rename = "cli.output")]
+    CliOutput {
+        #[serde(default)]
+        line_type: Option<String>,
+    },
+    /// Something the CLI wrote that was not JSON, or was JSON of no known shape.
+    #[serde(rename = "cli.garbage")]
+    CliGarbage { error: String },
+    /// A line of the CLI's standard error.
+    #[serde(rename = "cli.stderr")]
+    CliStderr { line: String },
+    #[serde(rename = "job.completed")]
+    Completed { summary: RunSummary },
+    #[serde(rename = "job.failed")]
+    Failed {
+        reason: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<RunSummary>,
+    },
+    #[serde(rename = "job.cancelled")]
+    Cancelled {
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<RunSummary>,
+    },
+}
+
+impl EventBody {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::Queued { .. } => "job.queued",
+            EventBody::Started { .. } => "job.started",
+            EventBody::Retrying { .. } => "job.retrying",
+            EventBody::SessionInit { .. } => "session.init",
+            EventBody::AssistantText { .. } => "assistant.text",
+            EventBody::ToolCall { .. } => "tool.call",
+            EventBody::ToolResult { .. } => "tool.result",
+            EventBody::ToolDenied { .. } => "tool.denied",
+            EventBody::CliOutput { .. } => "cli.output",
+            EventBody::CliGarbage { .. } => "cli.garbage",
+            EventBody::CliStderr { .. } => "cli.stderr",
+            EventBody::Completed { .. } => "job.completed",
+            EventBody::Failed { .. } => "job.failed",
+            EventBody::Cancelled { .. } => "job.cancelled",
+        }
+    }
+}
+
+/// What the CLI reported about a run in its `result` line.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunSummary {
+    pub session_id: Option<String>,
+    pub num_turns: Option<u32>,
+    pub duration_ms: Option<u64>,
+    pub total_cost_usd: Option<f64>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub is_error: bool,
+    /// The CLI's `subtype`: `success`, `error_during_execution`, …
+    pub subtype: Option<String>,
+    /// The final text, cut to a bounded length.
+    pub result: Option<String>,
+}
+
+/// Reasons a job fails, as stable strings in events, the ledger and metrics.
+pub mod failure {
+    /// The CLI exited with no `result` line or with a non-zero status.
+    pub const AGENT_EXITED: &str = "agent_exited";
+    /// The CLI's `result` reported an error.
+    pub const AGENT_ERROR: &str = "agent_error";
+    /// The CLI could not be started.
+    pub const SPAWN_FAILED: &str = "spawn_failed";
+    /// The job message could not be understood.
+    pub const BAD_JOB: &str = "bad_job";
+    /// The project is not configured on the node that claimed the job.
+    pub const UNKNOWN_PROJECT: &str = "unknown_project";
+    /// The job was delivered more times than the stream allows.
+    pub const TOO_MANY_ATTEMPTS: &str = "too_many_attempts";
+    /// The job ran longer than its wall-clock limit.
+    pub const TIMEOUT: &str = "timeout";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(body: EventBody) -> JobEvent {
+        JobEvent {
+            version: crate::CONTRACT_VERSION,
+            job_id: JobId::new(),
+            seq: 3,
+            at_ms: 1,
+            node: Some("n1".into()),
+            attempt: 1,
+            body,
+            raw: None,
+        }
+    }
+
+    #[test]
+    fn events_serialise_with_a_kind_tag_beside_the_envelope() {
+        let e = event(EventBody::AssistantText { text: "hi".into() });
+        let json = serde_json::to_value(&e).expect("serialise");
+        assert_eq!(json["kind"], "assistant.text");
+        assert_eq!(json["seq"], 3);
+        assert_eq!(json["text"], "hi");
+        let back: JobEvent = serde_json::from_value(json).expect("parse");
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn kind_matches_the_serialised_tag() {
+        let bodies = [
+            EventBody::Started { node: "n".into(), attempt: 1 },
+            EventBody::Completed { summary: RunSummary::default() },
+            EventBody::CliGarbage { error: "x".into() },
+        ];
+        for body in bodies {
+            let e = event(body);
+            let json = serde_json::to_value(&e).expect("serialise");
+            assert_eq!(json["kind"], e.kind());
+        }
+    }
+
+    #[test]
+    fn terminal_events_are_the_three_endings() {
+        assert!(event(EventBody::Cancelled { by: "u".into(), summary: None }).is_terminal());
+        assert!(!event(EventBody::Retrying { attempt: 2, reason: "x".into() }).is_terminal());
+    }
+}

@@ -1,0 +1,161 @@
+//! A job as it is submitted and queued: its id, what to run, where, and its status.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// A job's id: a UUID (v7, so ids sort by submission time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub Uuid);
+
+impl JobId {
+    pub fn new() -> Self {
+        JobId(Uuid::now_v7())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(JobId)
+    }
+}
+
+/// How the CLI may use tools without asking.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PermissionMode {
+    /// Tools that need approval are refused unless listed in `allowed_tools`.
+    #[default]
+    Default,
+    /// File edits are accepted; other tools as in `Default`.
+    AcceptEdits,
+}
+
+impl PermissionMode {
+    /// The value of the CLI's `--permission-mode` flag.
+    pub fn as_cli_flag(self) -> &'static str {
+        match self {
+            PermissionMode::Default => "default",
+            PermissionMode::AcceptEdits => "acceptEdits",
+        }
+    }
+}
+
+/// Options a client may set on a job. Every field is optional on the wire.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobOptions {
+    /// Model name passed to the CLI's `--model`.
+    pub model: Option<String>,
+    /// Upper bound on agent turns (`--max-turns`).
+    pub max_turns: Option<u32>,
+    pub permission_mode: PermissionMode,
+    /// Tools the CLI may use without approval (`--allowedTools`), in addition to the
+    /// project's own list.
+    pub allowed_tools: Vec<String>,
+    /// Sub-directory of the project to work in, relative to the project root.
+    pub subdir: Option<String>,
+}
+
+/// A job as queued on the jobs stream: everything a node needs to run it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub version: u32,
+    pub id: JobId,
+    pub project: String,
+    pub prompt: String,
+    pub options: JobOptions,
+    pub pool: String,
+    pub submitted_by: String,
+    pub submitted_at_ms: i64,
+}
+
+/// A job's place in its lifecycle, as the ledger and the API report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown job status {s:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_through_its_name() {
+        for status in JobStatus::ALL {
+            assert_eq!(status.as_str().parse::<JobStatus>(), Ok(status));
+        }
+        assert!("done".parse::<JobStatus>().is_err());
+    }
+
+    #[test]
+    fn options_refuse_unknown_fields() {
+        let err = serde_json::from_str::<JobOptions>(r#"{"modle":"x"}"#);
+        assert!(err.is_err());
+        let ok: JobOptions = serde_json::from_str(r#"{"allowed_tools":["Bash"]}"#).expect("parse");
+        assert_eq!(ok.allowed_tools, vec!["Bash".to_string()]);
+    }
+}
