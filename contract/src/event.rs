@@ -56,6 +56,7 @@ pub enum EventBody {
     #[serde(rename = "job.queued")]
     Queued {
         project: String,
+        prompt: String,
         pool: String,
         submitted_by: String,
     },
