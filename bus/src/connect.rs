@@ -38,10 +38,7 @@ impl Default for NatsSettings {
 
 /// Connects, then checks the server version and that JetStream is on.
 /// `name` shows in the server's connection list (`paddock-node mini-1`, …).
-pub async fn connect(
-    settings: &NatsSettings,
-    name: &str,
-) -> Result<async_nats::Client, BusError> {
+pub async fn connect(settings: &NatsSettings, name: &str) -> Result<async_nats::Client, BusError> {
     let base = match &settings.credentials_file {
         Some(path) => async_nats::ConnectOptions::with_credentials_file(path.clone())
             .await

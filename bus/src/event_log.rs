@@ -19,7 +19,11 @@ pub enum EventLogError {
     #[error("events stream unavailable: {0}")]
     Unavailable(String),
     #[error("could not publish event {seq} of job {job}: {detail}")]
-    Publish { job: JobId, seq: u64, detail: String },
+    Publish {
+        job: JobId,
+        seq: u64,
+        detail: String,
+    },
     /// The job ended (another writer recorded its last event) before this append.
     #[error("job {job} has already ended ({kind})")]
     Ended { job: JobId, kind: &'static str },

@@ -86,7 +86,9 @@ pub enum ClientMessage {
         #[serde(default)]
         after_seq: u64,
     },
-    Unsubscribe { job_id: JobId },
+    Unsubscribe {
+        job_id: JobId,
+    },
 }
 
 /// What the gateway sends on the WebSocket.

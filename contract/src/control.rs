@@ -15,5 +15,7 @@ pub enum ControlRequest {
 pub enum ControlReply {
     Accepted,
     /// The job is known to the node but the request does not apply (it already ended).
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }

@@ -92,7 +92,10 @@ pub enum EventBody {
     },
     /// The CLI refused a tool call (permission mode or allow list).
     #[serde(rename = "tool.denied")]
-    ToolDenied { tool_name: String, tool_use_id: String },
+    ToolDenied {
+        tool_name: String,
+        tool_use_id: String,
+    },
     /// A line of the CLI's output with no normalised form (other system lines, lines
     /// of kinds this version does not know). The raw line is on the envelope.
     #[serde(rename = "cli.output")]
@@ -177,6 +180,8 @@ pub mod failure {
     pub const TOO_MANY_ATTEMPTS: &str = "too_many_attempts";
     /// The job ran longer than its wall-clock limit.
     pub const TIMEOUT: &str = "timeout";
+    /// The node agent itself failed while running the job (an actor crashed).
+    pub const NODE_ERROR: &str = "node_error";
 }
 
 #[cfg(test)]
@@ -210,8 +215,13 @@ mod tests {
     #[test]
     fn kind_matches_the_serialised_tag() {
         let bodies = [
-            EventBody::Started { node: "n".into(), attempt: 1 },
-            EventBody::Completed { summary: RunSummary::default() },
+            EventBody::Started {
+                node: "n".into(),
+                attempt: 1,
+            },
+            EventBody::Completed {
+                summary: RunSummary::default(),
+            },
             EventBody::CliGarbage { error: "x".into() },
         ];
         for body in bodies {
@@ -223,7 +233,19 @@ mod tests {
 
     #[test]
     fn terminal_events_are_the_three_endings() {
-        assert!(event(EventBody::Cancelled { by: "u".into(), summary: None }).is_terminal());
-        assert!(!event(EventBody::Retrying { attempt: 2, reason: "x".into() }).is_terminal());
+        assert!(
+            event(EventBody::Cancelled {
+                by: "u".into(),
+                summary: None
+            })
+            .is_terminal()
+        );
+        assert!(
+            !event(EventBody::Retrying {
+                attempt: 2,
+                reason: "x".into()
+            })
+            .is_terminal()
+        );
     }
 }

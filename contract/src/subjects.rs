@@ -16,7 +16,10 @@ const CONTROL_PREFIX: &str = "paddock.control";
 
 /// Subjects captured by the jobs stream.
 pub fn jobs_stream_subjects() -> Vec<String> {
-    vec![format!("{JOBS_PREFIX}.pool.*"), format!("{JOBS_PREFIX}.node.*")]
+    vec![
+        format!("{JOBS_PREFIX}.pool.*"),
+        format!("{JOBS_PREFIX}.node.*"),
+    ]
 }
 
 /// Subjects captured by the events stream.

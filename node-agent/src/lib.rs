@@ -1,1 +1,150 @@
-//! placeholder
+//! The node agent: one per machine. It connects to NATS, checks the streams, builds
+//! the actor tree of `paddock-actors` over NATS-backed ports, and runs jobs until told
+//! to stop. A stop is graceful: claiming stops at once, running jobs get
+//! `shutdown_grace_secs` to finish, then their agents are stopped and the jobs handed
+//! back to the queue for another node; a second signal skips the wait.
+
+pub mod config;
+pub mod nats_ports;
+
+use anyhow::Context;
+use config::NodeConfig;
+use nats_ports::{ConsumerFeed, NodePorts};
+use paddock_actors::agent::AgentLaunch;
+use paddock_actors::{NodeArgs, NodeMsg, NodeStatus, NodeSupervisor, ProjectRoot, SessionSettings};
+use ractor::{Actor, ActorRef};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Signals from the binary: the first asks for a graceful stop, the second for an
+/// immediate one.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    pub graceful: CancellationToken,
+    pub immediate: CancellationToken,
+}
+
+/// Runs the node agent until `shutdown`.
+pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
+    config.validate()?;
+    let env = config.agent_env()?;
+    let home = absolute(&config.agent.home)?;
+    std::fs::create_dir_all(&home)
+        .with_context(|| format!("agent.home: cannot create {}", home.display()))?;
+
+    let client =
+        paddock_bus::connect(&config.nats, &format!("paddock-node {}", config.name)).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    paddock_bus::ensure_streams(&js, &config.streams).await?;
+    let consumer = paddock_bus::ensure_pool_consumer(&js, &config.pool, &config.streams).await?;
+    let log = paddock_bus::EventLog::open(js.clone()).await?;
+
+    let mut projects = std::collections::BTreeMap::new();
+    for project in &config.projects {
+        projects.insert(
+            project.name.clone(),
+            ProjectRoot {
+                path: absolute(&project.path)?,
+                allowed_tools: project.allowed_tools.clone(),
+            },
+        );
+    }
+    let settings = Arc::new(SessionSettings {
+        node: config.name.clone(),
+        launch: AgentLaunch {
+            program: config.agent.program.clone(),
+            home,
+            env,
+            allowed_tools: config.agent.allowed_tools.clone(),
+        },
+        projects,
+        progress_interval: Duration::from_secs(config.progress_interval_secs),
+        kill_grace: Duration::from_secs(config.kill_grace_secs),
+        max_attempts: config.streams.max_attempts,
+        max_duration: (config.max_job_secs > 0).then(|| Duration::from_secs(config.max_job_secs)),
+        max_line_bytes: 8 * 1024 * 1024,
+        max_stderr_events: 200,
+    });
+    let claim_stop = CancellationToken::new();
+    let args = NodeArgs {
+        feed: Arc::new(ConsumerFeed {
+            consumer,
+            wait: Duration::from_secs(config.fetch_wait_secs.max(1)),
+        }),
+        ports: Arc::new(NodePorts {
+            node: config.name.clone(),
+            client: client.clone(),
+            log,
+        }),
+        settings,
+        slots: config.slots,
+        max_restarts: 5,
+        restart_period: Duration::from_secs(60),
+        shutdown: claim_stop.clone(),
+    };
+    let (supervisor, handle) =
+        Actor::spawn(Some(format!("node-{}", config.name)), NodeSupervisor, args)
+            .await
+            .context("starting the node supervisor")?;
+    tracing::info!(node = %config.name, pool = %config.pool, slots = config.slots, "node agent ready");
+
+    let handle = tokio::spawn(async move {
+        let _ = handle.await;
+    });
+    tokio::pin!(handle);
+    tokio::select! {
+        _ = &mut handle => {
+            claim_stop.cancel();
+            anyhow::bail!("the node supervisor stopped unexpectedly");
+        }
+        _ = shutdown.graceful.cancelled() => {}
+    }
+
+    tracing::info!("stopping: no new jobs; waiting for running jobs");
+    let _ = supervisor.cast(NodeMsg::SetPaused(true));
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    tokio::select! {
+        _ = wait_idle(&supervisor, grace) => {}
+        _ = shutdown.immediate.cancelled() => {}
+    }
+    if !is_idle(&supervisor).await {
+        tracing::info!("handing running jobs back to the queue");
+        let _ = supervisor.cast(NodeMsg::HandBackAll);
+        wait_idle(&supervisor, Duration::from_secs(config.kill_grace_secs + 5)).await;
+    }
+    claim_stop.cancel();
+    supervisor.stop(None);
+    let _ = tokio::time::timeout(Duration::from_secs(10), &mut handle).await;
+    let _ = client.flush().await;
+    tracing::info!("node agent stopped");
+    Ok(())
+}
+
+async fn status(supervisor: &ActorRef<NodeMsg>) -> Option<NodeStatus> {
+    ractor::call_t!(supervisor, NodeMsg::Status, 2000).ok()
+}
+
+async fn is_idle(supervisor: &ActorRef<NodeMsg>) -> bool {
+    status(supervisor)
+        .await
+        .is_none_or(|s| s.running.is_empty())
+}
+
+async fn wait_idle(supervisor: &ActorRef<NodeMsg>, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if is_idle(supervisor).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn absolute(path: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()?.join(path))
+    }
+}

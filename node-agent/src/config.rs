@@ -1,0 +1,271 @@
+//! The node agent's configuration: one typed struct, read from a TOML file, then
+//! `PADDOCK_NODE_*` environment variables (nested keys with `__`, e.g.
+//! `PADDOCK_NODE_NATS__URL`), then command-line flags; validated at start with
+//! messages that name the bad key. Defaults run one node on one machine.
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use paddock_bus::{NatsSettings, StreamSettings};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's name: unique in the paddock, letters, digits, `-` and `_`.
+    pub name: String,
+    /// The pool whose jobs this node takes.
+    pub pool: String,
+    /// Jobs run at once.
+    pub slots: usize,
+    pub nats: NatsSettings,
+    pub streams: StreamSettings,
+    pub agent: AgentConfig,
+    pub projects: Vec<ProjectConfig>,
+    /// Seconds between in-progress acks of a running job (under `streams.ack_wait`).
+    pub progress_interval_secs: u64,
+    /// Seconds between SIGTERM and SIGKILL when a job is stopped.
+    pub kill_grace_secs: u64,
+    /// Wall-clock limit of one job, in seconds (0: none).
+    pub max_job_secs: u64,
+    /// On a graceful stop, how long running jobs may finish before they are handed back.
+    pub shutdown_grace_secs: u64,
+    /// Seconds one pull for jobs waits.
+    pub fetch_wait_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The Claude Code executable.
+    pub program: PathBuf,
+    /// HOME of the agent (its sessions are kept below it).
+    pub home: PathBuf,
+    /// The model credential: an API key, or the long-lived token of `claude
+    /// setup-token` for a subscription. Read from the node's own environment
+    /// (`ANTHROPIC_API_KEY`, `CLAUDE_CODE_OAUTH_TOKEN`) when not set here.
+    pub anthropic_api_key: Option<String>,
+    pub claude_code_oauth_token: Option<String>,
+    /// Another address for the Messages API (a proxy, or the test double).
+    pub anthropic_base_url: Option<String>,
+    /// Variables of the node's environment passed to the agent; nothing else is.
+    pub pass_env: Vec<String>,
+    /// Variables set for the agent.
+    pub env: BTreeMap<String, String>,
+    /// Tools every job may use without approval.
+    pub allowed_tools: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub name: String,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: default_node_name(),
+            pool: "default".into(),
+            slots: 2,
+            nats: NatsSettings::default(),
+            streams: StreamSettings::default(),
+            agent: AgentConfig::default(),
+            projects: Vec::new(),
+            progress_interval_secs: 10,
+            kill_grace_secs: 5,
+            max_job_secs: 3600,
+            shutdown_grace_secs: 30,
+            fetch_wait_secs: 5,
+        }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            program: "claude".into(),
+            home: ".paddock/agent-home".into(),
+            anthropic_api_key: None,
+            claude_code_oauth_token: None,
+            anthropic_base_url: None,
+            pass_env: ["PATH", "LANG", "LC_ALL", "TZ", "TERM"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            env: BTreeMap::new(),
+            allowed_tools: Vec::new(),
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| paddock_contract::subjects::is_valid_token(h))
+        .unwrap_or_else(|| "node-1".into())
+}
+
+impl NodeConfig {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<NodeConfig> {
+        let mut figment = Figment::from(Serialized::defaults(NodeConfig::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: NodeConfig = figment
+            .merge(Env::prefixed("PADDOCK_NODE_").split("__"))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid node configuration: {e}"))?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot; names the key at fault.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !paddock_contract::subjects::is_valid_token(&self.name) {
+            bail!(
+                "name: {:?} must be 1-64 letters, digits, '-' or '_'",
+                self.name
+            );
+        }
+        if !paddock_contract::subjects::is_valid_token(&self.pool) {
+            bail!(
+                "pool: {:?} must be 1-64 letters, digits, '-' or '_'",
+                self.pool
+            );
+        }
+        if self.slots == 0 {
+            bail!("slots: must be at least 1");
+        }
+        let ack_wait = self.streams.ack_wait.as_secs();
+        if self.progress_interval_secs == 0 || self.progress_interval_secs * 2 > ack_wait {
+            bail!(
+                "progress_interval_secs: {} must be at least 1 and at most half of streams.ack_wait ({ack_wait} s)",
+                self.progress_interval_secs
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, project) in self.projects.iter().enumerate() {
+            if !names.insert(project.name.as_str()) {
+                bail!("projects[{i}].name: {:?} appears twice", project.name);
+            }
+            if !project.path.is_dir() {
+                bail!(
+                    "projects[{i}].path: {} is not a directory",
+                    project.path.display()
+                );
+            }
+        }
+        self.credential()
+            .map(|_| ())
+            .context("agent: no model credential")
+    }
+
+    /// The model credential as `(variable, value)`.
+    pub fn credential(&self) -> anyhow::Result<(&'static str, String)> {
+        let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(key) = self
+            .agent
+            .anthropic_api_key
+            .clone()
+            .or_else(|| from_env("ANTHROPIC_API_KEY"))
+        {
+            return Ok(("ANTHROPIC_API_KEY", key));
+        }
+        if let Some(token) = self
+            .agent
+            .claude_code_oauth_token
+            .clone()
+            .or_else(|| from_env("CLAUDE_CODE_OAUTH_TOKEN"))
+        {
+            return Ok(("CLAUDE_CODE_OAUTH_TOKEN", token));
+        }
+        bail!(
+            "set agent.anthropic_api_key or ANTHROPIC_API_KEY, or agent.claude_code_oauth_token or \
+             CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`); a daemon cannot read a login keychain"
+        )
+    }
+
+    /// The agent's environment: the passed-through variables, the configured ones, the
+    /// credential and the API address.
+    pub fn agent_env(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut env = BTreeMap::new();
+        for name in &self.agent.pass_env {
+            if let Ok(value) = std::env::var(name) {
+                env.insert(name.clone(), value);
+            }
+        }
+        env.extend(self.agent.env.clone());
+        env.insert(
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
+            "1".into(),
+        );
+        let (name, value) = self.credential()?;
+        env.insert(name.into(), value);
+        let base_url = self
+            .agent
+            .anthropic_base_url
+            .clone()
+            .or_else(|| std::env::var("ANTHROPIC_BASE_URL").ok());
+        if let Some(url) = base_url {
+            env.insert("ANTHROPIC_BASE_URL".into(), url);
+        }
+        Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_but_for_the_credential() {
+        let mut config = NodeConfig::default();
+        config.agent.anthropic_api_key = Some("k".into());
+        config.validate().expect("valid");
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let mut config = NodeConfig::default();
+        config.agent.anthropic_api_key = Some("k".into());
+        config.slots = 0;
+        assert!(config.validate().unwrap_err().to_string().contains("slots"));
+        let mut config = NodeConfig::default();
+        config.agent.anthropic_api_key = Some("k".into());
+        config.name = "a.b".into();
+        assert!(config.validate().unwrap_err().to_string().contains("name"));
+        let mut config = NodeConfig::default();
+        config.agent.anthropic_api_key = Some("k".into());
+        config.projects.push(ProjectConfig {
+            name: "p".into(),
+            path: "/does/not/exist".into(),
+            allowed_tools: vec![],
+        });
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("projects[0].path")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "slotz = 3\n").expect("write");
+        let err = NodeConfig::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("slotz"), "{err}");
+    }
+}

@@ -1,0 +1,183 @@
+//! The actors' ports over NATS: jobs are pulled from the node's pool consumer in
+//! batches sized to the free slots; a claimed job's message is kept alive with
+//! in-progress acks and settled with a confirmed ack (or a nak to hand it back);
+//! events go through the per-job event log; control requests arrive by request/reply on
+//! the job's control subject, subscribed only while this node runs the job.
+
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use async_trait::async_trait;
+use futures::StreamExt;
+use paddock_actors::{
+    ClaimedJob, ControlEnvelope, JobEvents, JobFeed, JobMessage, JobPorts, PortError,
+};
+use paddock_bus::{EventLog, EventLogError, JobEventWriter};
+use paddock_contract::control::{ControlReply, ControlRequest};
+use paddock_contract::{EventBody, JobEvent, JobId, subjects};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+fn unavailable(e: impl std::fmt::Display) -> PortError {
+    PortError::Unavailable(e.to_string())
+}
+
+/// Jobs from one pull consumer.
+pub struct ConsumerFeed {
+    pub consumer: PullConsumer,
+    /// How long one pull waits for jobs before returning empty.
+    pub wait: Duration,
+}
+
+#[async_trait]
+impl JobFeed for ConsumerFeed {
+    async fn fetch(&self, max: usize) -> Result<Vec<ClaimedJob>, PortError> {
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(max)
+            .expires(self.wait)
+            .messages()
+            .await
+            .map_err(unavailable)?;
+        let mut jobs = Vec::new();
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(unavailable)?;
+            jobs.push(ClaimedJob {
+                payload: message.payload.clone(),
+                message: Arc::new(QueuedJob(message)),
+            });
+        }
+        Ok(jobs)
+    }
+}
+
+/// A claimed job message.
+pub struct QueuedJob(pub jetstream::Message);
+
+#[async_trait]
+impl JobMessage for QueuedJob {
+    fn delivered(&self) -> u32 {
+        self.0
+            .info()
+            .map(|info| u32::try_from(info.delivered).unwrap_or(u32::MAX))
+            .unwrap_or(1)
+    }
+
+    async fn progress(&self) -> Result<(), PortError> {
+        self.0
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn ack(&self) -> Result<(), PortError> {
+        // Confirmed by the server, so a job is not left to be delivered again after it
+        // has been recorded as ended.
+        self.0.double_ack().await.map_err(unavailable)
+    }
+
+    async fn nak(&self) -> Result<(), PortError> {
+        self.0
+            .ack_with(AckKind::Nak(None))
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// One job's events, written as this node.
+pub struct NodeJobEvents {
+    node: String,
+    writer: JobEventWriter,
+}
+
+#[async_trait]
+impl JobEvents for NodeJobEvents {
+    fn last_event(&self) -> Option<&JobEvent> {
+        self.writer.last_event()
+    }
+
+    async fn append(
+        &mut self,
+        attempt: u32,
+        body: EventBody,
+        raw: Option<String>,
+    ) -> Result<JobEvent, PortError> {
+        self.writer
+            .append(Some(&self.node), attempt, body, raw)
+            .await
+            .map_err(|e| match e {
+                EventLogError::Ended { kind, .. } => PortError::JobEnded(kind),
+                other => unavailable(other),
+            })
+    }
+}
+
+/// The per-job ports of one node.
+pub struct NodePorts {
+    pub node: String,
+    pub client: async_nats::Client,
+    pub log: EventLog,
+}
+
+#[async_trait]
+impl JobPorts for NodePorts {
+    async fn open_events(&self, job: JobId) -> Result<Box<dyn JobEvents>, PortError> {
+        // A fresh writer id per session: a retried append of this writer is stored
+        // once, and a competing writer conflicts instead of being taken as a duplicate.
+        let writer_id = format!("{}-{}", self.node, uuid::Uuid::new_v4().simple());
+        let writer = self.log.writer(job, writer_id).await.map_err(unavailable)?;
+        Ok(Box::new(NodeJobEvents {
+            node: self.node.clone(),
+            writer,
+        }))
+    }
+
+    async fn open_control(&self, job: JobId) -> Result<mpsc::Receiver<ControlEnvelope>, PortError> {
+        let mut subscription = self
+            .client
+            .subscribe(subjects::job_control(&job))
+            .await
+            .map_err(unavailable)?;
+        // Make sure the server has the subscription before the job is announced.
+        self.client.flush().await.map_err(unavailable)?;
+        let (sender, receiver) = mpsc::channel(16);
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    message = subscription.next() => match message {
+                        Some(message) => message,
+                        None => break,
+                    },
+                    _ = sender.closed() => break,
+                };
+                let Some(reply_to) = message.reply.clone() else {
+                    continue;
+                };
+                let reply = match serde_json::from_slice::<ControlRequest>(&message.payload) {
+                    Ok(request) => {
+                        let (reply, answer) = oneshot::channel();
+                        if sender
+                            .send(ControlEnvelope { request, reply })
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                        answer.await.unwrap_or(ControlReply::Refused {
+                            reason: "the job ended".into(),
+                        })
+                    }
+                    Err(e) => ControlReply::Refused {
+                        reason: format!("not a control request: {e}"),
+                    },
+                };
+                if let Ok(payload) = serde_json::to_vec(&reply) {
+                    let _ = client.publish(reply_to, payload.into()).await;
+                }
+            }
+            let _ = subscription.unsubscribe().await;
+        });
+        Ok(receiver)
+    }
+}
