@@ -1,2 +1,271 @@
-//! placeholder
-fn main() {}
+//! `paddock`: the command-line client of a paddock (run a prompt and watch it live,
+//! list jobs, read a job's log, cancel) and `paddock up`, which starts a whole
+//! single-machine cluster.
+
+mod client;
+mod render;
+mod up;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use client::Client;
+use futures::StreamExt;
+use paddock_contract::api::SubmitJob;
+use paddock_contract::{EventBody, JobId, JobOptions};
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "paddock",
+    version,
+    about = "Run Claude Code on your paddock of machines"
+)]
+struct Cli {
+    /// The gateway's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "PADDOCK_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+    /// API token (printed by `paddock up`).
+    #[arg(
+        long,
+        global = true,
+        env = "PADDOCK_TOKEN",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    token: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Submit a prompt and watch Claude Code work on it, live.
+    Run {
+        #[arg(long, short)]
+        project: String,
+        prompt: String,
+        /// Tools the job may use without approval (repeat, or comma separated).
+        #[arg(long = "allow", value_delimiter = ',')]
+        allowed_tools: Vec<String>,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        max_turns: Option<u32>,
+        /// Work in this sub-directory of the project.
+        #[arg(long)]
+        subdir: Option<String>,
+        /// Print the job id and return without watching.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Watch a job's events from a sequence number on (0: from the start).
+    Watch {
+        id: JobId,
+        #[arg(long, default_value_t = 0)]
+        after_seq: u64,
+    },
+    /// List jobs, newest first.
+    Jobs {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Show a job's status and its full event log.
+    Job {
+        id: JobId,
+        /// Print the events as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job.
+    Cancel { id: JobId },
+    /// Start a whole single-machine paddock (NATS, coordinator, gateway, one node).
+    Up(up::UpArgs),
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("paddock: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Up(args) = cli.command {
+        return up::up(args).await.map(|()| 0);
+    }
+    anyhow::ensure!(
+        !cli.token.is_empty(),
+        "no token: set PADDOCK_TOKEN or pass --token (paddock up prints one)"
+    );
+    let client = Client::new(&cli.url, &cli.token)?;
+    match cli.command {
+        Command::Run {
+            project,
+            prompt,
+            allowed_tools,
+            model,
+            max_turns,
+            subdir,
+            detach,
+        } => {
+            let accepted = client
+                .submit(&SubmitJob {
+                    project,
+                    prompt,
+                    options: JobOptions {
+                        model,
+                        max_turns,
+                        allowed_tools,
+                        subdir,
+                        ..Default::default()
+                    },
+                    job_id: Some(JobId::new()),
+                })
+                .await?;
+            if detach {
+                println!("{}", accepted.job_id);
+                return Ok(0);
+            }
+            watch(&client, accepted.job_id, 0, true).await
+        }
+        Command::Watch { id, after_seq } => watch(&client, id, after_seq, false).await,
+        Command::Jobs { status, limit } => {
+            let page = client.jobs(status.as_deref(), limit).await?;
+            println!(
+                "{:<36}  {:<10} {:<12} {:>6} {:>9}  PROMPT",
+                "JOB", "STATUS", "PROJECT", "TURNS", "COST"
+            );
+            for job in page.jobs {
+                let prompt: String = job.prompt.chars().take(40).collect();
+                println!(
+                    "{:<36}  {:<10} {:<12} {:>6} {:>9}  {}",
+                    job.id,
+                    job.status.as_str(),
+                    job.project,
+                    job.num_turns.map(|t| t.to_string()).unwrap_or_default(),
+                    job.cost_usd.map(|c| format!("${c:.4}")).unwrap_or_default(),
+                    prompt.replace('\n', " ")
+                );
+            }
+            Ok(0)
+        }
+        Command::Job { id, json } => {
+            let job = client.job(id).await?;
+            let events = client.events(id).await?;
+            if json {
+                for event in events {
+                    println!("{}", serde_json::to_string(&event)?);
+                }
+                return Ok(0);
+            }
+            println!("job      {}", job.id);
+            println!("status   {}", job.status);
+            println!("project  {}", job.project);
+            if let Some(node) = &job.node {
+                println!("node     {node} (attempts: {})", job.attempts);
+            }
+            if let Some(session) = &job.session_id {
+                println!("session  {session}");
+            }
+            if let Some(reason) = &job.exit_reason {
+                println!(
+                    "ended    {reason}{}",
+                    job.exit_message
+                        .as_ref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                );
+            }
+            println!();
+            for event in &events {
+                if let Some(text) = render::render(event) {
+                    println!("{:>4}  {text}", event.seq);
+                }
+            }
+            Ok(0)
+        }
+        Command::Cancel { id } => {
+            client.cancel(id).await?;
+            println!("cancel requested for {id}");
+            Ok(0)
+        }
+        Command::Up(_) => Ok(0),
+    }
+}
+
+/// Follows a job to its end, reconnecting from the last sequence seen when the
+/// connection drops. Ctrl-C cancels the job (a second one leaves without waiting).
+/// Exit code: 0 completed, 1 failed, 130 cancelled.
+async fn watch(
+    client: &Client,
+    job: JobId,
+    after_seq: u64,
+    cancel_on_interrupt: bool,
+) -> anyhow::Result<i32> {
+    let mut last_seq = after_seq;
+    let mut interrupted = false;
+    let mut failures = 0;
+    loop {
+        let stream = match client.follow(job, last_seq).await {
+            Ok(stream) => stream,
+            Err(e) if failures < 10 => {
+                failures += 1;
+                eprintln!("(connection lost: {e:#}; reconnecting)");
+                tokio::time::sleep(Duration::from_millis(500 * failures)).await;
+                continue;
+            }
+            Err(e) => return Err(e).context("following the job"),
+        };
+        futures::pin_mut!(stream);
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = tokio::signal::ctrl_c() => {
+                    if interrupted || !cancel_on_interrupt {
+                        eprintln!("(left job {job}; it goes on: paddock watch {job} --after-seq {last_seq})");
+                        return Ok(130);
+                    }
+                    interrupted = true;
+                    eprintln!("(cancelling {job}; Ctrl-C again to leave)");
+                    if let Err(e) = client.cancel(job).await {
+                        eprintln!("(cancel failed: {e:#})");
+                    }
+                    continue;
+                }
+            };
+            match next {
+                Some(Ok(event)) => {
+                    failures = 0;
+                    last_seq = event.seq;
+                    if let Some(text) = render::render(&event) {
+                        println!("{text}");
+                    }
+                    match event.body {
+                        EventBody::Completed { .. } => return Ok(0),
+                        EventBody::Failed { .. } => return Ok(1),
+                        EventBody::Cancelled { .. } => return Ok(130),
+                        _ => {}
+                    }
+                }
+                Some(Err(e)) => {
+                    eprintln!("(connection lost: {e:#}; resuming after event {last_seq})");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+}
