@@ -2,13 +2,12 @@
 //! list jobs, read a job's log, cancel) and `paddock up`, which starts a whole
 //! single-machine cluster.
 
-mod client;
-mod render;
 mod up;
+
+use paddock_cli::{client, render};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use client::Client;
 use futures::StreamExt;
 use paddock_contract::api::SubmitJob;
 use paddock_contract::{EventBody, JobId, JobOptions};
@@ -110,7 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         !cli.token.is_empty(),
         "no token: set PADDOCK_TOKEN or pass --token (paddock up prints one)"
     );
-    let client = Client::new(&cli.url, &cli.token)?;
+    let client = client::Client::new(&cli.url, &cli.token)?;
     match cli.command {
         Command::Run {
             project,
@@ -210,7 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
 /// connection drops. Ctrl-C cancels the job (a second one leaves without waiting).
 /// Exit code: 0 completed, 1 failed, 130 cancelled.
 async fn watch(
-    client: &Client,
+    client: &client::Client,
     job: JobId,
     after_seq: u64,
     cancel_on_interrupt: bool,

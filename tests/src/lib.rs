@@ -1,1 +1,247 @@
-//! placeholder
+//! The cluster harness for cross-component tests: a real nats-server, the real
+//! coordinator, gateway and node agent processes (built from this workspace), a SQLite
+//! or PostgreSQL ledger, and either the real Claude Code CLI pointed at the project's
+//! Messages API double or the small fake agent. Everything stops and is removed on drop;
+//! a failing test prints each process's log.
+
+use futures::StreamExt;
+use paddock_cli::client::Client;
+use paddock_contract::api::{JobView, SubmitJob};
+use paddock_contract::{JobEvent, JobId, JobOptions};
+use paddock_testkit::{ChildProcess, NatsServer, eventually, free_port, workspace_binary};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// What plays the agent on the nodes.
+pub enum Agent {
+    /// The real CLI against the Messages API double playing this script (JSON).
+    RealCli { script: serde_json::Value },
+    /// The fake agent (behaviour chosen by `fake:` words in the prompt).
+    Fake,
+}
+
+pub struct ClusterOptions {
+    pub agent: Agent,
+    /// Ledger URL; a SQLite file in the cluster's folder by default.
+    pub database_url: Option<String>,
+    pub slots: usize,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            agent: Agent::Fake,
+            database_url: None,
+            slots: 2,
+        }
+    }
+}
+
+pub const TOKEN: &str = "test-token-0123456789";
+pub const PROJECT: &str = "demo";
+
+pub struct Cluster {
+    pub url: String,
+    pub client: Client,
+    pub project_dir: PathBuf,
+    pub nats: NatsServer,
+    pub gateway: ChildProcess,
+    pub coordinator: ChildProcess,
+    pub node: ChildProcess,
+    pub double: Option<ChildProcess>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(options: ClusterOptions) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("paddock-cluster-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let project_dir = dir.path().join("projects/demo");
+        std::fs::create_dir_all(&project_dir).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        let nats = NatsServer::start().await;
+        let database_url = options
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("ledger.db").display()));
+        let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+
+        let (program, double, base_url) = match &options.agent {
+            Agent::RealCli { script } => {
+                let script_file = dir.path().join("script.json");
+                std::fs::write(&script_file, script.to_string()).unwrap_or_else(|e| panic!("{e}"));
+                let (double, url) = start_double(&script_file).await;
+                (paddock_testkit::claude_cli(), Some(double), Some(url))
+            }
+            Agent::Fake => (workspace_binary("paddock-fake-agent"), None, None),
+        };
+
+        let coordinator_file = dir.path().join("coordinator.toml");
+        write(
+            &coordinator_file,
+            &format!(
+                "database_url = {}\n[nats]\nurl = {}\n",
+                quote(&database_url),
+                quote(&nats.url())
+            ),
+        );
+        let port = free_port();
+        let gateway_file = dir.path().join("gateway.toml");
+        write(
+            &gateway_file,
+            &format!(
+                "listen = \"127.0.0.1:{port}\"\ndatabase_url = {}\n[nats]\nurl = {}\n\
+                 [[api_tokens]]\nuser = \"alice\"\ntoken = \"{TOKEN}\"\n\
+                 [[api_tokens]]\nuser = \"bob\"\ntoken = \"bob-token-0123456789\"\n\
+                 [[projects]]\nname = \"{PROJECT}\"\n",
+                quote(&database_url),
+                quote(&nats.url())
+            ),
+        );
+        let node_file = dir.path().join("node.toml");
+        let mut node_config = format!(
+            "name = \"node-a\"\nslots = {}\nkill_grace_secs = 2\nshutdown_grace_secs = 2\nfetch_wait_secs = 1\n\
+             [nats]\nurl = {}\n[agent]\nprogram = {}\nhome = {}\nanthropic_api_key = \"test-key\"\n",
+            options.slots,
+            quote(&nats.url()),
+            quote(&program.display().to_string()),
+            quote(&dir.path().join("agent-home").display().to_string()),
+        );
+        if let Some(url) = &base_url {
+            node_config.push_str(&format!("anthropic_base_url = {}\n", quote(url)));
+            node_config.push_str("env = { CLAUDE_CODE_MAX_RETRIES = \"1\" }\n");
+        }
+        node_config.push_str(&format!(
+            "[[projects]]\nname = \"{PROJECT}\"\npath = {}\n",
+            quote(&project_dir.display().to_string())
+        ));
+        write(&node_file, &node_config);
+
+        let coordinator = start_binary("paddock-coordinator", &coordinator_file);
+        let gateway = start_binary("paddock-gateway", &gateway_file);
+        let node = start_binary("paddock-node", &node_file);
+        let url = format!("http://127.0.0.1:{port}");
+        let client = Client::new(&url, TOKEN).unwrap_or_else(|e| panic!("client: {e}"));
+        let ready = format!("{url}/readyz");
+        eventually(Duration::from_secs(30), "the gateway to be ready", || {
+            let ready = ready.clone();
+            async move {
+                reqwest::get(&ready)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+        Cluster {
+            url,
+            client,
+            project_dir,
+            nats,
+            gateway,
+            coordinator,
+            node,
+            double,
+            dir,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn submit(&self, prompt: &str, options: JobOptions) -> JobId {
+        self.client
+            .submit(&SubmitJob {
+                project: PROJECT.into(),
+                prompt: prompt.into(),
+                options,
+                job_id: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("submit: {e:#}"))
+            .job_id
+    }
+
+    /// Follows the job over the WebSocket from `after_seq` until its terminal event.
+    pub async fn follow_to_end(
+        &self,
+        job: JobId,
+        after_seq: u64,
+        timeout: Duration,
+    ) -> Vec<JobEvent> {
+        let stream = self
+            .client
+            .follow(job, after_seq)
+            .await
+            .unwrap_or_else(|e| panic!("follow: {e:#}"));
+        futures::pin_mut!(stream);
+        let mut events = Vec::new();
+        let collect = async {
+            while let Some(event) = stream.next().await {
+                let event = event.unwrap_or_else(|e| panic!("event stream: {e:#}"));
+                let done = event.is_terminal();
+                events.push(event);
+                if done {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(timeout, collect).await.is_err() {
+            panic!("job {job} did not end within {timeout:?}; events so far: {events:#?}");
+        }
+        events
+    }
+
+    /// Waits until the ledger reports the job in a terminal state.
+    pub async fn ledger_final(&self, job: JobId) -> JobView {
+        eventually(
+            Duration::from_secs(20),
+            "the ledger to record the job's end",
+            || async {
+                self.client
+                    .job(job)
+                    .await
+                    .ok()
+                    .filter(|view| view.status.is_terminal())
+            },
+        )
+        .await
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+fn start_binary(name: &str, config: &Path) -> ChildProcess {
+    let mut command = Command::new(workspace_binary(name));
+    command.arg("--config").arg(config).env("RUST_LOG", "info");
+    ChildProcess::spawn(name, command)
+}
+
+async fn start_double(script: &Path) -> (ChildProcess, String) {
+    let mut command = Command::new(workspace_binary("paddock-model-double"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--script"])
+        .arg(script);
+    let process = ChildProcess::spawn("model-double", command);
+    let url = eventually(
+        Duration::from_secs(10),
+        "the model double to listen",
+        || {
+            let output = process.output();
+            async move {
+                output
+                    .lines()
+                    .find_map(|line| line.strip_prefix("listening on "))
+                    .map(|url| url.trim().to_string())
+            }
+        },
+    )
+    .await;
+    (process, url)
+}
