@@ -91,7 +91,9 @@ pub enum ClientMessage {
     },
 }
 
-/// What the gateway sends on the WebSocket.
+/// What the gateway sends on the WebSocket. Messages are built and serialised at once,
+/// so the size difference between variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {

@@ -60,11 +60,23 @@ pub enum EventBody {
         pool: String,
         submitted_by: String,
     },
+    /// The body's fields repeat the envelope's `node` and `attempt` under their own
+    /// names: the body is flattened into the envelope, so the same key twice would make
+    /// the event unreadable.
     #[serde(rename = "job.started")]
-    Started { node: String, attempt: u32 },
+    Started {
+        #[serde(rename = "started_on")]
+        node: String,
+        #[serde(rename = "started_attempt")]
+        attempt: u32,
+    },
     /// A new delivery of a job whose earlier attempt ended without a result.
     #[serde(rename = "job.retrying")]
-    Retrying { attempt: u32, reason: String },
+    Retrying {
+        #[serde(rename = "retry_attempt")]
+        attempt: u32,
+        reason: String,
+    },
     #[serde(rename = "session.init")]
     SessionInit {
         session_id: String,
@@ -228,6 +240,71 @@ mod tests {
             let e = event(body);
             let json = serde_json::to_value(&e).expect("serialise");
             assert_eq!(json["kind"], e.kind());
+        }
+    }
+
+    #[test]
+    fn every_kind_of_event_reads_back_as_written() {
+        let bodies = vec![
+            EventBody::Queued {
+                project: "p".into(),
+                prompt: "x".into(),
+                pool: "default".into(),
+                submitted_by: "u".into(),
+            },
+            EventBody::Started {
+                node: "n".into(),
+                attempt: 2,
+            },
+            EventBody::Retrying {
+                attempt: 2,
+                reason: "lost".into(),
+            },
+            EventBody::SessionInit {
+                session_id: "s".into(),
+                model: None,
+                cwd: None,
+                tools: vec![],
+            },
+            EventBody::AssistantText { text: "t".into() },
+            EventBody::ToolCall {
+                tool_use_id: "t".into(),
+                name: "Bash".into(),
+                input: serde_json::json!({"command": "ls"}),
+            },
+            EventBody::ToolResult {
+                tool_use_id: "t".into(),
+                is_error: false,
+                content: "c".into(),
+            },
+            EventBody::ToolDenied {
+                tool_name: "Bash".into(),
+                tool_use_id: "t".into(),
+            },
+            EventBody::CliOutput {
+                line_type: Some("x".into()),
+            },
+            EventBody::CliGarbage { error: "e".into() },
+            EventBody::CliStderr { line: "l".into() },
+            EventBody::Completed {
+                summary: RunSummary::default(),
+            },
+            EventBody::Failed {
+                reason: "r".into(),
+                message: "m".into(),
+                summary: None,
+            },
+            EventBody::Cancelled {
+                by: "u".into(),
+                summary: None,
+            },
+        ];
+        for body in bodies {
+            let e = event(body);
+            let bytes = serde_json::to_vec(&e).expect("serialise");
+            let back: JobEvent = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|err| panic!("{} does not read back: {err}", e.kind()));
+            assert_eq!(back, e);
         }
     }
 

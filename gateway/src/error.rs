@@ -1,0 +1,212 @@
+//! Every failure a client can see, in one place: each maps to a stable machine code
+//! and an HTTP status, and is sent as `api::ErrorBody` JSON. axum's own rejections
+//! (JSON syntax, content type, body size, path and query parsing) are converted here
+//! too, so no client ever gets a plain-text error. Failures of NATS or the database
+//! are logged with their detail and reported as `unavailable` without it.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use paddock_bus::EventLogError;
+use paddock_contract::api::{ErrorBody, ErrorDetail};
+use paddock_ledger::LedgerError;
+
+/// The stable error codes of the API.
+pub mod code {
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    pub const CONFLICT: &str = "conflict";
+    pub const ALREADY_ENDED: &str = "already_ended";
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
+    pub const UNKNOWN_PROJECT: &str = "unknown_project";
+    pub const BAD_PATH: &str = "bad_path";
+    pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
+    pub const UNAVAILABLE: &str = "unavailable";
+    pub const INTERNAL: &str = "internal";
+}
+
+/// A client-facing failure. The message is for a person and never holds a secret.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    AlreadyEnded(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    UnknownProject(String),
+    #[error("{0}")]
+    BadPath(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => code::BAD_REQUEST,
+            ApiError::Unauthorized => code::UNAUTHORIZED,
+            ApiError::Forbidden(_) => code::FORBIDDEN,
+            ApiError::NotFound(_) => code::NOT_FOUND,
+            ApiError::MethodNotAllowed => code::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => code::CONFLICT,
+            ApiError::AlreadyEnded(_) => code::ALREADY_ENDED,
+            ApiError::PayloadTooLarge(_) => code::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => code::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnknownProject(_) => code::UNKNOWN_PROJECT,
+            ApiError::BadPath(_) => code::BAD_PATH,
+            ApiError::Unavailable(_) => code::UNAVAILABLE,
+            ApiError::Internal => code::INTERNAL,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::UnknownProject(_) | ApiError::BadPath(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) | ApiError::AlreadyEnded(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON body sent for this error.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_string(),
+                message: self.to_string(),
+            },
+        }
+    }
+
+    /// A NATS failure: logged in full, reported without its detail.
+    pub fn bus(context: &str, error: impl std::fmt::Display) -> ApiError {
+        tracing::warn!(error = %error, "{context}");
+        ApiError::Unavailable("the event bus is unavailable; try again".into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(error: LedgerError) -> Self {
+        tracing::warn!(error = %error, "job ledger failed");
+        ApiError::Unavailable("the job ledger is unavailable; try again".into())
+    }
+}
+
+impl From<EventLogError> for ApiError {
+    fn from(error: EventLogError) -> Self {
+        match error {
+            EventLogError::Ended { job, kind } => {
+                ApiError::AlreadyEnded(format!("job {job} has already ended ({kind})"))
+            }
+            other => ApiError::bus("event log failed", other),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge("the request body is too large".into())
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
+                "send the body as JSON with `Content-Type: application/json`".into(),
+            ),
+            _ => ApiError::BadRequest(rejection.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+/// Answer for a path no route matches.
+pub async fn no_route() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+/// Answer for a known path with a method it does not take.
+pub async fn wrong_method() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_statuses_are_stable() {
+        let cases = [
+            (ApiError::BadRequest("x".into()), 400, "bad_request"),
+            (ApiError::Unauthorized, 401, "unauthorized"),
+            (ApiError::Forbidden("x".into()), 403, "forbidden"),
+            (ApiError::NotFound("x".into()), 404, "not_found"),
+            (ApiError::Conflict("x".into()), 409, "conflict"),
+            (ApiError::AlreadyEnded("x".into()), 409, "already_ended"),
+            (
+                ApiError::PayloadTooLarge("x".into()),
+                413,
+                "payload_too_large",
+            ),
+            (ApiError::UnknownProject("x".into()), 400, "unknown_project"),
+            (ApiError::BadPath("x".into()), 400, "bad_path"),
+            (ApiError::Unavailable("x".into()), 503, "unavailable"),
+            (ApiError::Internal, 500, "internal"),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error:?}");
+            assert_eq!(error.code(), code);
+            assert_eq!(error.body().error.code, code);
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The state every handler shares: the validated config, the authenticator, the NATS
+//! client and JetStream context, the event log, the ledger, and the tracker and token
+//! that let WebSocket sessions (which outlive their HTTP request) stop on shutdown.
+//! Cheap to clone; holds nothing per request, so several gateways can run side by side.
+
+use crate::auth::Authenticator;
+use crate::config::GatewayConfig;
+use async_nats::jetstream;
+use paddock_bus::EventLog;
+use paddock_ledger::Ledger;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: GatewayConfig,
+    auth: Authenticator,
+    nats: async_nats::Client,
+    jetstream: jetstream::Context,
+    events: EventLog,
+    ledger: Ledger,
+    sessions: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Everything [`AppState::new`] takes, named.
+pub struct StateParts {
+    pub config: GatewayConfig,
+    pub nats: async_nats::Client,
+    pub jetstream: jetstream::Context,
+    pub events: EventLog,
+    pub ledger: Ledger,
+    pub sessions: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(parts: StateParts) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                auth: Authenticator::new(&parts.config.api_tokens),
+                config: parts.config,
+                nats: parts.nats,
+                jetstream: parts.jetstream,
+                events: parts.events,
+                ledger: parts.ledger,
+                sessions: parts.sessions,
+                shutdown: parts.shutdown,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
+    pub fn auth(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.inner.nats
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.jetstream
+    }
+
+    pub fn events(&self) -> &EventLog {
+        &self.inner.events
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
+    }
+
+    /// Tracks WebSocket sessions so that shutdown can wait for them.
+    pub fn sessions(&self) -> &TaskTracker {
+        &self.inner.sessions
+    }
+
+    /// Cancelled when the gateway stops.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+}

@@ -1,0 +1,419 @@
+//! `GET /v1/ws`: live job events over a WebSocket. The client sends
+//! `ClientMessage::Subscribe { job_id, after_seq }`; the gateway answers `Subscribed`,
+//! then `Event` for every event of the job with a sequence above `after_seq`, each
+//! once and in order, stored ones first and then live ones (through
+//! `EventLog::follow`). After the job's terminal event the gateway sends
+//! `Unsubscribed`: nothing more will come. A client that reconnects with the last
+//! sequence it saw misses and repeats nothing.
+//!
+//! One socket carries up to [`MAX_SUBSCRIPTIONS`] jobs. A message the gateway cannot
+//! use gets an `Error` and the socket stays open, unless a client sends
+//! [`MAX_BAD_MESSAGES`] of them (abuse: closed with 1008). The gateway pings every
+//! [`PING_INTERVAL`] and drops a peer it has not heard from within [`PEER_TIMEOUT`],
+//! or that does not take a message within [`SEND_TIMEOUT`]. When the socket closes,
+//! or the gateway stops, every subscription of the socket ends with it.
+//!
+//! Each subscription is a task that reads the job's log and feeds one bounded outbox
+//! per socket; the socket's loop writes the outbox, so a slow client slows its own
+//! subscriptions and nothing else. Items in the outbox carry the id of the
+//! subscription that made them, so nothing of a subscription is sent after its
+//! `Unsubscribed`.
+
+use crate::access::visible_job;
+use crate::auth::{Caller, WsCaller};
+use crate::error::{ApiError, code};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use paddock_contract::JobId;
+use paddock_contract::api::{ClientMessage, ServerMessage};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Jobs one socket may follow at once.
+pub const MAX_SUBSCRIPTIONS: usize = 64;
+/// Unusable messages after which a socket is closed as abusive.
+pub const MAX_BAD_MESSAGES: u32 = 32;
+/// Largest message a client may send.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
+pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(60);
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Messages waiting for the socket, across its subscriptions.
+const OUTBOX: usize = 256;
+/// Failed attempts in a row to read a job's log before the subscription gives up.
+const MAX_FOLLOW_FAILURES: u32 = 5;
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    WsCaller(caller): WsCaller,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return ApiError::BadRequest(rejection.body_text()).into_response(),
+    };
+    let sessions = state.sessions().clone();
+    upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .on_upgrade(move |socket| sessions.track_future(run_session(state, caller, socket)))
+}
+
+/// Serves one socket until it closes, then ends its subscriptions.
+async fn run_session(state: AppState, caller: Caller, socket: WebSocket) {
+    let (outbox, mut inbox) = mpsc::channel(OUTBOX);
+    let mut session = Session::new(state, caller, outbox);
+    let user = session.caller.user.clone();
+    tracing::debug!(%user, "websocket opened");
+    let exit = session.serve(socket, &mut inbox).await;
+    session.closing.cancel();
+    let reason = match exit {
+        Exit::PeerGone => "peer gone",
+        Exit::Close(_, reason) => reason,
+    };
+    tracing::debug!(%user, reason, "websocket closed");
+}
+
+/// What subscription tasks hand to the socket's loop.
+enum Outgoing {
+    Message {
+        subscription: u64,
+        job: JobId,
+        message: Box<ServerMessage>,
+    },
+    /// The subscription's task has ended, after the job's last event or with an error.
+    Finished {
+        subscription: u64,
+        job: JobId,
+        error: Option<ApiError>,
+    },
+}
+
+struct Subscription {
+    id: u64,
+    stop: CancellationToken,
+}
+
+/// One socket and its subscriptions.
+struct Session {
+    state: AppState,
+    caller: Caller,
+    subscriptions: HashMap<JobId, Subscription>,
+    next_subscription: u64,
+    outbox: mpsc::Sender<Outgoing>,
+    bad_messages: u32,
+    /// Cancelled when the socket closes: stops every subscription task.
+    closing: CancellationToken,
+}
+
+/// Why the socket's loop stops.
+enum Exit {
+    PeerGone,
+    Close(u16, &'static str),
+}
+
+impl Session {
+    fn new(state: AppState, caller: Caller, outbox: mpsc::Sender<Outgoing>) -> Self {
+        let closing = state.shutdown().child_token();
+        Session {
+            state,
+            caller,
+            subscriptions: HashMap::new(),
+            next_subscription: 0,
+            outbox,
+            bad_messages: 0,
+            closing,
+        }
+    }
+
+    async fn serve(&mut self, mut socket: WebSocket, inbox: &mut mpsc::Receiver<Outgoing>) -> Exit {
+        let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let shutdown = self.state.shutdown().clone();
+        let exit = loop {
+            let outcome = tokio::select! {
+                () = shutdown.cancelled() => Err(Exit::Close(close_code::AWAY, "the gateway is stopping")),
+                incoming = socket.recv() => match incoming {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(Exit::PeerGone),
+                    Some(Ok(message)) => {
+                        last_heard = Instant::now();
+                        self.take(message)
+                    }
+                },
+                Some(outgoing) = inbox.recv() => Ok(self.deliver(outgoing)),
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > PEER_TIMEOUT {
+                        Err(Exit::PeerGone)
+                    } else {
+                        Ok(vec![Message::Ping(Default::default())])
+                    }
+                }
+            };
+            match outcome {
+                Ok(replies) => {
+                    for reply in replies {
+                        if send(&mut socket, reply).await.is_err() {
+                            return Exit::PeerGone;
+                        }
+                    }
+                }
+                Err(exit) => break exit,
+            }
+        };
+        if let Exit::Close(code, reason) = &exit {
+            let frame = CloseFrame {
+                code: *code,
+                reason: (*reason).into(),
+            };
+            let _ = send(&mut socket, Message::Close(Some(frame))).await;
+        }
+        exit
+    }
+
+    /// Handles one message from the client; returns what to send back now.
+    fn take(&mut self, message: Message) -> Result<Vec<Message>, Exit> {
+        let parsed = match &message {
+            Message::Text(text) => serde_json::from_str::<ClientMessage>(text.as_str())
+                .map_err(|e| format!("not a client message: {e}")),
+            Message::Binary(_) => Err("send JSON text messages, not binary ones".to_string()),
+            // Pongs prove the peer is alive; axum answers pings itself.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Ok(Vec::new()),
+        };
+        let reply = match parsed {
+            Ok(ClientMessage::Subscribe { job_id, after_seq }) => self.subscribe(job_id, after_seq),
+            Ok(ClientMessage::Unsubscribe { job_id }) => {
+                if let Some(subscription) = self.subscriptions.remove(&job_id) {
+                    subscription.stop.cancel();
+                }
+                Some(ServerMessage::Unsubscribed { job_id })
+            }
+            Err(problem) => {
+                self.bad_messages += 1;
+                if self.bad_messages >= MAX_BAD_MESSAGES {
+                    return Err(Exit::Close(close_code::POLICY, "too many bad messages"));
+                }
+                Some(error_message(code::BAD_REQUEST, problem))
+            }
+        };
+        Ok(reply.map(encode).into_iter().collect())
+    }
+
+    /// Starts following a job; its task sends `Subscribed` (or an error) first.
+    fn subscribe(&mut self, job: JobId, after_seq: u64) -> Option<ServerMessage> {
+        if self.subscriptions.contains_key(&job) {
+            return Some(error_message(
+                code::CONFLICT,
+                format!("already subscribed to job {job}; unsubscribe first"),
+            ));
+        }
+        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            return Some(error_message(
+                code::TOO_MANY_SUBSCRIPTIONS,
+                format!("a socket follows at most {MAX_SUBSCRIPTIONS} jobs"),
+            ));
+        }
+        self.next_subscription += 1;
+        let subscription = Subscription {
+            id: self.next_subscription,
+            stop: self.closing.child_token(),
+        };
+        let follower = Follower {
+            state: self.state.clone(),
+            caller: self.caller.clone(),
+            job,
+            subscription: subscription.id,
+            outbox: self.outbox.clone(),
+            stop: subscription.stop.clone(),
+        };
+        self.subscriptions.insert(job, subscription);
+        self.state.sessions().spawn(follower.run(after_seq));
+        None
+    }
+
+    /// Turns what a subscription task produced into what goes on the socket, dropping
+    /// whatever belongs to a subscription that has ended.
+    fn deliver(&mut self, outgoing: Outgoing) -> Vec<Message> {
+        let current = |subscriptions: &HashMap<JobId, Subscription>, job: &JobId, id: u64| {
+            subscriptions.get(job).is_some_and(|s| s.id == id)
+        };
+        match outgoing {
+            Outgoing::Message {
+                subscription,
+                job,
+                message,
+            } => {
+                if current(&self.subscriptions, &job, subscription) {
+                    vec![encode(*message)]
+                } else {
+                    Vec::new()
+                }
+            }
+            Outgoing::Finished {
+                subscription,
+                job,
+                error,
+            } => {
+                if !current(&self.subscriptions, &job, subscription) {
+                    return Vec::new();
+                }
+                self.subscriptions.remove(&job);
+                let message = match error {
+                    None => ServerMessage::Unsubscribed { job_id: job },
+                    Some(error) => error_message(error.code(), format!("job {job}: {error}")),
+                };
+                vec![encode(message)]
+            }
+        }
+    }
+}
+
+/// The task behind one subscription.
+struct Follower {
+    state: AppState,
+    caller: Caller,
+    job: JobId,
+    subscription: u64,
+    outbox: mpsc::Sender<Outgoing>,
+    stop: CancellationToken,
+}
+
+/// Why a follower stopped sending.
+enum Stopped {
+    /// The job's terminal event went out.
+    JobEnded,
+    /// Unsubscribed, or the socket closed.
+    Cancelled,
+}
+
+impl Follower {
+    async fn run(self, after_seq: u64) {
+        let result = self.follow(after_seq).await;
+        let error = match result {
+            Ok(Stopped::Cancelled) => return,
+            Ok(Stopped::JobEnded) => None,
+            Err(error) => Some(error),
+        };
+        let _ = self
+            .outbox
+            .send(Outgoing::Finished {
+                subscription: self.subscription,
+                job: self.job,
+                error,
+            })
+            .await;
+    }
+
+    async fn send(&self, message: ServerMessage) -> Result<(), Stopped> {
+        let item = Outgoing::Message {
+            subscription: self.subscription,
+            job: self.job,
+            message: Box::new(message),
+        };
+        self.outbox.send(item).await.map_err(|_| Stopped::Cancelled)
+    }
+
+    async fn follow(&self, after_seq: u64) -> Result<Stopped, ApiError> {
+        let allowed = tokio::select! {
+            () = self.stop.cancelled() => return Ok(Stopped::Cancelled),
+            allowed = visible_job(&self.state, &self.caller, self.job) => allowed,
+        };
+        allowed?;
+        let subscribed = ServerMessage::Subscribed {
+            job_id: self.job,
+            after_seq,
+        };
+        if let Err(stopped) = self.send(subscribed).await {
+            return Ok(stopped);
+        }
+        let mut last_seq = after_seq;
+        let mut failures = 0;
+        loop {
+            match self.follow_from(&mut last_seq, &mut failures).await {
+                Ok(stopped) => return Ok(stopped),
+                Err(error) => {
+                    failures += 1;
+                    if failures >= MAX_FOLLOW_FAILURES {
+                        return Err(ApiError::bus("following a job's events failed", error));
+                    }
+                    tracing::warn!(job = %self.job, error = %error, failures, "following a job's events failed; retrying");
+                }
+            }
+            let pause = Duration::from_millis(250 * 2u64.pow(failures));
+            tokio::select! {
+                () = self.stop.cancelled() => return Ok(Stopped::Cancelled),
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Sends the job's events after `last_seq` until the job ends, the subscription
+    /// stops or reading fails (then `last_seq` says where to resume).
+    async fn follow_from(
+        &self,
+        last_seq: &mut u64,
+        failures: &mut u32,
+    ) -> Result<Stopped, paddock_bus::EventLogError> {
+        let events = tokio::select! {
+            () = self.stop.cancelled() => return Ok(Stopped::Cancelled),
+            events = self.state.events().follow(self.job, *last_seq) => events?,
+        };
+        futures::pin_mut!(events);
+        loop {
+            let next = tokio::select! {
+                () = self.stop.cancelled() => return Ok(Stopped::Cancelled),
+                next = events.next() => next,
+            };
+            let event = match next {
+                Some(Ok(event)) => event,
+                Some(Err(error)) => return Err(error),
+                None => {
+                    return Err(paddock_bus::EventLogError::Read {
+                        job: self.job,
+                        detail: "the event stream ended".into(),
+                    });
+                }
+            };
+            *failures = 0;
+            *last_seq = event.seq;
+            let terminal = event.is_terminal();
+            if let Err(stopped) = self.send(ServerMessage::Event { event }).await {
+                return Ok(stopped);
+            }
+            if terminal {
+                return Ok(Stopped::JobEnded);
+            }
+        }
+    }
+}
+
+fn error_message(code: &str, message: impl Into<String>) -> ServerMessage {
+    ServerMessage::Error {
+        code: code.to_string(),
+        message: message.into(),
+    }
+}
+
+fn encode(message: ServerMessage) -> Message {
+    match serde_json::to_string(&message) {
+        Ok(text) => Message::Text(text.into()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialise a server message");
+            let fallback = r#"{"type":"error","code":"internal","message":"internal error"}"#;
+            Message::Text(fallback.into())
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, message: Message) -> Result<(), ()> {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
