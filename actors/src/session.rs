@@ -295,12 +295,12 @@ async fn begin(
     state: &mut SessionState,
 ) -> Result<Begun, PortError> {
     let job = state.spec.id;
-    if let Some(last) = state.events.last_event() {
-        if last.is_terminal() {
-            tracing::info!(%job, kind = last.kind(), "claimed a job that has already ended");
-            state.message.ack().await?;
-            return Ok(Begun::Done);
-        }
+    if let Some(last) = state.events.last_event()
+        && last.is_terminal()
+    {
+        tracing::info!(%job, kind = last.kind(), "claimed a job that has already ended");
+        state.message.ack().await?;
+        return Ok(Begun::Done);
     }
     let settings = state.settings.clone();
     if state.attempt > settings.max_attempts {

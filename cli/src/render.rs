@@ -73,20 +73,20 @@ pub fn summary_line(summary: &RunSummary) -> String {
     parts.join(" · ")
 }
 
+/// The input's most telling field, on one line.
 fn tool_input(input: &serde_json::Value) -> String {
-    for key in [
+    let text = [
         "command",
         "file_path",
         "path",
         "pattern",
         "url",
         "description",
-    ] {
-        if let Some(value) = input.get(key).and_then(|v| v.as_str()) {
-            return cut(value, 120);
-        }
-    }
-    cut(&input.to_string(), 120)
+    ]
+    .iter()
+    .find_map(|key| input.get(*key).and_then(|v| v.as_str()).map(str::to_string))
+    .unwrap_or_else(|| input.to_string());
+    cut(&text.replace('\n', " ⏎ "), 120)
 }
 
 fn cut(text: &str, max: usize) -> String {
@@ -122,7 +122,7 @@ mod tests {
             input: serde_json::json!({"command": "touch a\nls"}),
         }))
         .expect("shown");
-        assert_eq!(text, "⚙ Bash: touch a\nls".replace('\n', "\n"));
+        assert_eq!(text, "⚙ Bash: touch a ⏎ ls");
         let result = render(&event(EventBody::ToolResult {
             tool_use_id: "t".into(),
             is_error: false,

@@ -239,11 +239,23 @@ mod tests {
         let mut config = NodeConfig::default();
         config.agent.anthropic_api_key = Some("k".into());
         config.slots = 0;
-        assert!(config.validate().unwrap_err().to_string().contains("slots"));
+        assert!(
+            config
+                .validate()
+                .expect_err("must be refused")
+                .to_string()
+                .contains("slots")
+        );
         let mut config = NodeConfig::default();
         config.agent.anthropic_api_key = Some("k".into());
         config.name = "a.b".into();
-        assert!(config.validate().unwrap_err().to_string().contains("name"));
+        assert!(
+            config
+                .validate()
+                .expect_err("must be refused")
+                .to_string()
+                .contains("name")
+        );
         let mut config = NodeConfig::default();
         config.agent.anthropic_api_key = Some("k".into());
         config.projects.push(ProjectConfig {
@@ -254,7 +266,7 @@ mod tests {
         assert!(
             config
                 .validate()
-                .unwrap_err()
+                .expect_err("must be refused")
                 .to_string()
                 .contains("projects[0].path")
         );
@@ -265,7 +277,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("node.toml");
         std::fs::write(&file, "slotz = 3\n").expect("write");
-        let err = NodeConfig::load(Some(&file)).unwrap_err().to_string();
+        let err = NodeConfig::load(Some(&file))
+            .expect_err("must be refused")
+            .to_string();
         assert!(err.contains("slotz"), "{err}");
     }
 }

@@ -13,7 +13,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if path.is_dir() {
-            if !matches!(name.as_ref(), "target" | ".git" | ".tools" | ".paddock" | "node_modules") {
+            if !matches!(
+                name.as_ref(),
+                "target" | ".git" | ".tools" | ".paddock" | "node_modules"
+            ) {
                 rust_files(&path, out);
             }
         } else if name.ends_with(".rs") {
@@ -42,7 +45,10 @@ fn every_source_file_opens_with_a_module_comment() {
         .filter(|(_, text)| !text.trim_start().starts_with("//!"))
         .map(|(path, _)| path)
         .collect();
-    assert!(missing.is_empty(), "files without a //! header: {missing:#?}");
+    assert!(
+        missing.is_empty(),
+        "files without a //! header: {missing:#?}"
+    );
 }
 
 #[test]
@@ -69,9 +75,16 @@ fn subjects_and_stream_names_are_spelled_only_in_the_contract() {
     let root = paddock_testkit::repo_root();
     let offenders: Vec<_> = sources()
         .into_iter()
-        .filter(|(path, _)| path.strip_prefix(&root).map(|p| p != allowed).unwrap_or(true))
+        .filter(|(path, _)| {
+            path.strip_prefix(&root)
+                .map(|p| p != allowed)
+                .unwrap_or(true)
+        })
         .filter(|(_, text)| names.iter().any(|n| text.contains(n)))
         .map(|(path, _)| path)
         .collect();
-    assert!(offenders.is_empty(), "subject or stream names spelled outside the contract: {offenders:#?}");
+    assert!(
+        offenders.is_empty(),
+        "subject or stream names spelled outside the contract: {offenders:#?}"
+    );
 }
