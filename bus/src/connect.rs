@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How a service reaches NATS. Shared by every binary's config.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// How a service reaches NATS. Shared by every binary's config. Its `Debug` hides the
+/// password.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsSettings {
     /// One URL or several, comma separated (a cluster).
@@ -21,6 +22,19 @@ pub struct NatsSettings {
     pub tls_root_certificate: Option<PathBuf>,
     /// Require TLS even for a URL that does not say `tls://`.
     pub tls_required: bool,
+}
+
+impl std::fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("url", &self.url)
+            .field("credentials_file", &self.credentials_file)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("tls_root_certificate", &self.tls_root_certificate)
+            .field("tls_required", &self.tls_required)
+            .finish()
+    }
 }
 
 impl Default for NatsSettings {

@@ -95,6 +95,8 @@ fn jobs_config(settings: &StreamSettings) -> stream::Config {
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         num_replicas: settings.replicas,
+        // The server stores "no limit" as -1; saying so keeps the check below quiet.
+        max_bytes: -1,
         max_message_size: settings.max_message_bytes,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
