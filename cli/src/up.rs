@@ -239,8 +239,13 @@ async fn start_all(
     Ok(())
 }
 
-/// Replies with a short text to any prompt; see model-double/ for scripted turns.
-const DEFAULT_DOUBLE_SCRIPT: &str = r#"{"conversations": []}"#;
+/// What the double plays for any prompt: look at the project with a tool, then say
+/// what it is. See model-double/ for the script format.
+const DEFAULT_DOUBLE_SCRIPT: &str = r#"{"conversations": [{"match": "", "steps": [
+  {"content": [{"type": "text", "text": "Let me look at the project first."},
+               {"type": "tool_use", "name": "Bash", "input": {"command": "ls -la", "description": "List the project"}}]},
+  {"content": [{"type": "text", "text": "This answer comes from Paddock's Messages API double. Start without --model-double, with ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN set, to use the real model."}]}
+]}]}"#;
 
 fn spawn(name: &'static str, mut command: Command, logs: &Path) -> anyhow::Result<Service> {
     let log = std::fs::File::create(logs.join(format!("{name}.log")))
