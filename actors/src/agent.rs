@@ -4,7 +4,7 @@
 
 use paddock_contract::JobOptions;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
@@ -30,6 +30,12 @@ pub struct AgentRun {
     pub project_tools: Vec<String>,
     /// Session to resume, when continuing an earlier run.
     pub resume: Option<String>,
+    /// Start a new session with this id (`--session-id`): a session that died before
+    /// the CLI wrote its transcript keeps its id this way.
+    pub session_id: Option<String>,
+    /// Ask for tool permissions on stdio (`--permission-prompt-tool stdio`) instead of
+    /// refusing what the allow list does not cover.
+    pub ask_permissions: bool,
 }
 
 /// A started agent: its pipes and its process-group id.
@@ -81,7 +87,71 @@ pub fn agent_args(launch: &AgentLaunch, run: &AgentRun) -> Vec<String> {
         args.push("--resume".into());
         args.push(session.clone());
     }
+    if let Some(session) = run.session_id.as_ref().filter(|_| run.resume.is_none()) {
+        args.push("--session-id".into());
+        args.push(session.clone());
+    }
+    if run.ask_permissions {
+        args.push("--permission-prompt-tool".into());
+        args.push("stdio".into());
+    }
     args
+}
+
+/// Where the CLI keeps a session's transcript: `$HOME/.claude/projects/<slug>/<id>.jsonl`,
+/// the slug being the working directory with every non-alphanumeric character as `-`.
+pub fn transcript_path(home: &Path, workdir: &Path, session_id: &str) -> PathBuf {
+    let slug: String = workdir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    home.join(".claude/projects")
+        .join(slug)
+        .join(format!("{session_id}.jsonl"))
+}
+
+/// Allows a tool call the CLI asked about, with its input unchanged.
+pub fn allow_tool(request_id: &str, input: &serde_json::Value) -> String {
+    control_response(
+        request_id,
+        serde_json::json!({"behavior": "allow", "updatedInput": input}),
+    )
+}
+
+/// Refuses a tool call the CLI asked about; the model is told `reason`.
+pub fn deny_tool(request_id: &str, reason: &str) -> String {
+    control_response(
+        request_id,
+        serde_json::json!({"behavior": "deny", "message": reason}),
+    )
+}
+
+fn control_response(request_id: &str, response: serde_json::Value) -> String {
+    let line = serde_json::json!({
+        "type": "control_response",
+        "response": {"subtype": "success", "request_id": request_id, "response": response},
+    });
+    format!("{line}\n")
+}
+
+/// Answers a control request this node does not handle, so the CLI does not wait.
+pub fn refuse_request(request_id: &str, error: &str) -> String {
+    let line = serde_json::json!({
+        "type": "control_response",
+        "response": {"subtype": "error", "request_id": request_id, "error": error},
+    });
+    format!("{line}\n")
+}
+
+/// Interrupts the running turn; the process stays up.
+pub fn interrupt(request_id: &str) -> String {
+    let line = serde_json::json!({
+        "type": "control_request",
+        "request_id": request_id,
+        "request": {"subtype": "interrupt"},
+    });
+    format!("{line}\n")
 }
 
 /// Starts the agent with a scrubbed environment in its own process group.
@@ -158,10 +228,12 @@ mod tests {
                 max_turns: Some(3),
                 permission_mode: PermissionMode::AcceptEdits,
                 allowed_tools: vec!["Bash".into(), "Read".into()],
-                subdir: None,
+                ..Default::default()
             },
             project_tools: vec!["Grep".into()],
             resume: Some("s-1".into()),
+            session_id: None,
+            ask_permissions: true,
         };
         let args = agent_args(&launch(), &run);
         let joined = args.join(" ");
@@ -172,6 +244,35 @@ mod tests {
         assert!(joined.contains("--permission-mode acceptEdits"));
         assert!(joined.contains("--allowedTools Bash,Grep,Read"));
         assert!(joined.contains("--model m --max-turns 3 --resume s-1"));
+        assert!(joined.ends_with("--permission-prompt-tool stdio"));
+    }
+
+    #[test]
+    fn approval_answers_follow_the_control_protocol() {
+        let allow: serde_json::Value =
+            serde_json::from_str(allow_tool("r1", &serde_json::json!({"command": "ls"})).trim())
+                .expect("json");
+        assert_eq!(allow["response"]["request_id"], "r1");
+        assert_eq!(allow["response"]["response"]["behavior"], "allow");
+        assert_eq!(
+            allow["response"]["response"]["updatedInput"]["command"],
+            "ls"
+        );
+        let deny: serde_json::Value =
+            serde_json::from_str(deny_tool("r2", "no").trim()).expect("json");
+        assert_eq!(deny["response"]["response"]["behavior"], "deny");
+        assert_eq!(deny["response"]["response"]["message"], "no");
+        let stop: serde_json::Value = serde_json::from_str(interrupt("r3").trim()).expect("json");
+        assert_eq!(stop["request"]["subtype"], "interrupt");
+    }
+
+    #[test]
+    fn transcripts_live_under_the_slug_of_the_workdir() {
+        let path = transcript_path(Path::new("/h"), Path::new("/tmp/p3/ws_1"), "abc");
+        assert_eq!(
+            path,
+            PathBuf::from("/h/.claude/projects/-tmp-p3-ws-1/abc.jsonl")
+        );
     }
 
     #[test]

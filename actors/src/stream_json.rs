@@ -16,6 +16,18 @@ pub struct ParsedLine {
     pub events: Vec<EventBody>,
     /// The run's summary when the line is the `result` line.
     pub result: Option<RunSummary>,
+    /// A request from the CLI that waits for an answer on its stdin.
+    pub control: Option<CliRequest>,
+}
+
+/// A `control_request` line of the CLI.
+#[derive(Debug, PartialEq)]
+pub struct CliRequest {
+    pub request_id: String,
+    /// `can_use_tool`, or a subtype this version does not know.
+    pub subtype: String,
+    pub tool_name: String,
+    pub input: Value,
 }
 
 pub fn parse_line(line: &str) -> ParsedLine {
@@ -51,6 +63,7 @@ pub fn parse_line(line: &str) -> ParsedLine {
                 .collect::<Vec<_>>()
                 .pipe_or_output(line_type),
             result: None,
+            control: None,
         },
         ("user", _) => ParsedLine {
             events: content_blocks(&value)
@@ -59,6 +72,28 @@ pub fn parse_line(line: &str) -> ParsedLine {
                 .collect::<Vec<_>>()
                 .pipe_or_output(line_type),
             result: None,
+            control: None,
+        },
+        ("control_request", _) => ParsedLine {
+            events: Vec::new(),
+            result: None,
+            control: Some(CliRequest {
+                request_id: str_field(&value, "request_id").unwrap_or_default(),
+                subtype: value
+                    .pointer("/request/subtype")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                tool_name: value
+                    .pointer("/request/tool_name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                input: value
+                    .pointer("/request/input")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            }),
         },
         ("result", _) => {
             let summary = summary(&value);
@@ -78,6 +113,7 @@ pub fn parse_line(line: &str) -> ParsedLine {
             ParsedLine {
                 events: denials,
                 result: Some(summary),
+                control: None,
             }
         }
         _ => single(EventBody::CliOutput {
@@ -111,6 +147,7 @@ fn single(event: EventBody) -> ParsedLine {
     ParsedLine {
         events: vec![event],
         result: None,
+        control: None,
     }
 }
 
@@ -212,6 +249,15 @@ fn summary(value: &Value) -> RunSummary {
     }
 }
 
+/// Whether a failed result came from the model API in a way worth trying again
+/// (rate limit, overload, server error).
+pub fn is_retryable_api_error(line: &Value) -> bool {
+    let status = line.get("api_error_status").and_then(Value::as_u64);
+    line.get("is_error").and_then(Value::as_bool) == Some(true)
+        && line.get("terminal_reason").and_then(Value::as_str) == Some("api_error")
+        && matches!(status, Some(429 | 500 | 502 | 503 | 504 | 529) | None)
+}
+
 /// Cuts `text` to at most `max` characters, on a character boundary.
 pub fn truncate(mut text: String, max: usize) -> String {
     if let Some((cut, _)) = text.char_indices().nth(max) {
@@ -297,6 +343,38 @@ mod tests {
         );
         let parsed = parse_line(r#"{"type":"assistant","message":42}"#);
         assert!(matches!(parsed.events[..], [EventBody::CliOutput { .. }]));
+    }
+
+    #[test]
+    fn tool_permission_requests_are_recognised() {
+        let parsed = parse_line(
+            r#"{"type":"control_request","request_id":"r1","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{"command":"ls"}}}"#,
+        );
+        assert!(parsed.events.is_empty());
+        let control = parsed.control.expect("control");
+        assert_eq!(control.request_id, "r1");
+        assert_eq!(control.subtype, "can_use_tool");
+        assert_eq!(control.tool_name, "Bash");
+        assert_eq!(control.input["command"], "ls");
+    }
+
+    #[test]
+    fn api_errors_worth_retrying_are_told_apart() {
+        let overloaded: Value = serde_json::from_str(
+            r#"{"type":"result","is_error":true,"terminal_reason":"api_error","api_error_status":529}"#,
+        )
+        .expect("json");
+        assert!(is_retryable_api_error(&overloaded));
+        let bad_request: Value = serde_json::from_str(
+            r#"{"type":"result","is_error":true,"terminal_reason":"api_error","api_error_status":400}"#,
+        )
+        .expect("json");
+        assert!(!is_retryable_api_error(&bad_request));
+        let tool_error: Value = serde_json::from_str(
+            r#"{"type":"result","is_error":true,"terminal_reason":"completed"}"#,
+        )
+        .expect("json");
+        assert!(!is_retryable_api_error(&tool_error));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -52,10 +52,14 @@ pub enum NodeMsg {
 }
 
 struct RunningJob {
-    job: JobId,
+    spec: JobSpec,
     actor: ActorRef<SessionMsg>,
     message: Arc<dyn JobMessage>,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
+    session_id: Arc<Mutex<Option<String>>>,
+    /// Crashes of this job's session actor, bounded like any child's.
+    crashes: RestartIntensity,
+    restarts: u32,
 }
 
 pub struct NodeState {
@@ -100,22 +104,57 @@ impl NodeSupervisor {
                 return;
             }
         };
+        let session_id = Arc::new(Mutex::new(None));
+        let crashes = RestartIntensity::new(3, Duration::from_secs(60));
+        Self::spawn_session(
+            myself,
+            state,
+            spec,
+            job.message,
+            slot,
+            session_id,
+            crashes,
+            None,
+            0,
+        )
+        .await;
+    }
+
+    /// Starts (or restarts, with `restart_reason`) the session actor of a job.
+    #[allow(clippy::too_many_arguments)]
+    async fn spawn_session(
+        myself: &ActorRef<NodeMsg>,
+        state: &mut NodeState,
+        spec: JobSpec,
+        message: Arc<dyn JobMessage>,
+        slot: OwnedSemaphorePermit,
+        session_id: Arc<Mutex<Option<String>>>,
+        crashes: RestartIntensity,
+        restart_reason: Option<String>,
+        restarts: u32,
+    ) {
         let name = ClaudeSession::name_for(&spec);
         let args = SessionArgs {
             spec: spec.clone(),
-            message: job.message.clone(),
+            message: message.clone(),
             ports: state.args.ports.clone(),
             settings: state.args.settings.clone(),
+            session_id: session_id.clone(),
+            restart_reason,
+            restarts,
         };
         match Actor::spawn_linked(Some(name), ClaudeSession, args, myself.get_cell()).await {
             Ok((actor, _)) => {
                 state.sessions.insert(
                     actor.get_id(),
                     RunningJob {
-                        job: spec.id,
+                        spec,
                         actor,
-                        message: job.message,
-                        _slot: slot,
+                        message,
+                        slot,
+                        session_id,
+                        crashes,
+                        restarts,
                     },
                 );
             }
@@ -130,7 +169,7 @@ impl NodeSupervisor {
                 tokio::spawn(record_node_failure(
                     ports,
                     spec.id,
-                    job.message,
+                    message,
                     format!("the session could not start: {e}"),
                 ));
             }
@@ -276,7 +315,7 @@ impl Actor for NodeSupervisor {
             }
             NodeMsg::Status(reply) => {
                 let _ = reply.send(NodeStatus {
-                    running: state.sessions.values().map(|r| r.job).collect(),
+                    running: state.sessions.values().map(|r| r.spec.id).collect(),
                     slots: state.args.slots,
                     free: state.slots.available_permits(),
                     paused: *state.paused.borrow(),
@@ -297,14 +336,31 @@ impl Actor for NodeSupervisor {
                 if Self::is_claimer(state, &cell) {
                     return Self::claimer_down(&myself, state, error.to_string()).await;
                 }
-                if let Some(running) = state.sessions.remove(&cell.get_id()) {
-                    tracing::error!(job = %running.job, %error, "session crashed");
-                    tokio::spawn(record_node_failure(
-                        state.args.ports.clone(),
-                        running.job,
-                        running.message,
-                        format!("the job's session crashed: {error}"),
-                    ));
+                if let Some(mut running) = state.sessions.remove(&cell.get_id()) {
+                    let job = running.spec.id;
+                    tracing::error!(%job, %error, "session crashed");
+                    let reason = format!("the job's session actor crashed: {error}");
+                    if !state.args.shutdown.is_cancelled() && running.crashes.allow_restart() {
+                        Self::spawn_session(
+                            &myself,
+                            state,
+                            running.spec,
+                            running.message,
+                            running.slot,
+                            running.session_id,
+                            running.crashes,
+                            Some(reason),
+                            running.restarts + 1,
+                        )
+                        .await;
+                    } else {
+                        tokio::spawn(record_node_failure(
+                            state.args.ports.clone(),
+                            job,
+                            running.message,
+                            reason,
+                        ));
+                    }
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {

@@ -4,7 +4,8 @@
 use anyhow::{Context, bail};
 use futures::{SinkExt, Stream, StreamExt};
 use paddock_contract::api::{
-    ClientMessage, ErrorBody, EventPage, JobAccepted, JobPage, JobView, ServerMessage, SubmitJob,
+    ApprovalDecision, ClientMessage, ErrorBody, EventPage, JobAccepted, JobPage, JobView,
+    MessageAccepted, SendMessage, ServerMessage, SubmitJob,
 };
 use paddock_contract::{JobEvent, JobId};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
@@ -91,6 +92,45 @@ impl Client {
     pub async fn cancel(&self, id: JobId) -> anyhow::Result<serde_json::Value> {
         self.send(self.http.post(format!("{}/v1/jobs/{id}/cancel", self.base)))
             .await
+    }
+
+    /// A follow-up into the job's session; the answer names the job that carries it.
+    pub async fn say(&self, id: JobId, text: &str) -> anyhow::Result<MessageAccepted> {
+        let body = SendMessage {
+            text: text.to_string(),
+        };
+        self.send(
+            self.http
+                .post(format!("{}/v1/jobs/{id}/messages", self.base))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Answers an approval request.
+    pub async fn approve(
+        &self,
+        id: JobId,
+        request_id: &str,
+        allow: bool,
+        reason: Option<String>,
+    ) -> anyhow::Result<JobAccepted> {
+        let body = ApprovalDecision { allow, reason };
+        self.send(
+            self.http
+                .post(format!("{}/v1/jobs/{id}/approvals/{request_id}", self.base))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Interrupts the job's current turn.
+    pub async fn interrupt(&self, id: JobId) -> anyhow::Result<JobAccepted> {
+        self.send(
+            self.http
+                .post(format!("{}/v1/jobs/{id}/interrupt", self.base)),
+        )
+        .await
     }
 
     /// Every event of `job` after `after_seq`, then live ones, over the WebSocket.

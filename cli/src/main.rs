@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use paddock_contract::api::SubmitJob;
-use paddock_contract::{EventBody, JobId, JobOptions};
+use paddock_contract::{ApprovalMode, EventBody, JobId, JobOptions};
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -61,7 +61,33 @@ enum Command {
         /// Print the job id and return without watching.
         #[arg(long)]
         detach: bool,
+        /// Ask at this terminal before tools outside the allow list run.
+        #[arg(long)]
+        ask: bool,
+        /// Keep the session open this many seconds after each turn for `paddock say`.
+        #[arg(long)]
+        idle: Option<u32>,
     },
+    /// Send a follow-up into a job's session (resumed on its node if it has ended).
+    Say {
+        id: JobId,
+        text: String,
+        /// Return without watching the answer.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Answer a tool approval request.
+    Approve {
+        id: JobId,
+        request_id: String,
+        /// Refuse instead of allowing.
+        #[arg(long)]
+        deny: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Interrupt a job's current turn; the session goes on.
+    Interrupt { id: JobId },
     /// Watch a job's events from a sequence number on (0: from the start).
     Watch {
         id: JobId,
@@ -119,6 +145,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             max_turns,
             subdir,
             detach,
+            ask,
+            idle,
         } => {
             let accepted = client
                 .submit(&SubmitJob {
@@ -129,6 +157,12 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                         max_turns,
                         allowed_tools,
                         subdir,
+                        approval: if ask {
+                            ApprovalMode::Ask
+                        } else {
+                            ApprovalMode::AllowListed
+                        },
+                        idle_timeout_secs: idle,
                         ..Default::default()
                     },
                     job_id: Some(JobId::new()),
@@ -138,9 +172,44 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!("{}", accepted.job_id);
                 return Ok(0);
             }
-            watch(&client, accepted.job_id, 0, true).await
+            let prompter = ask.then(|| client.clone());
+            watch(&client, accepted.job_id, 0, true, prompter, idle.is_some()).await
         }
-        Command::Watch { id, after_seq } => watch(&client, id, after_seq, false).await,
+        Command::Say { id, text, detach } => {
+            let accepted = client.say(id, &text).await?;
+            if accepted.resumed {
+                eprintln!(
+                    "(the session had ended; resuming it in job {})",
+                    accepted.job_id
+                );
+            }
+            if detach {
+                println!("{}", accepted.job_id);
+                return Ok(0);
+            }
+            let after = if accepted.resumed {
+                0
+            } else {
+                client.job(id).await?.last_seq
+            };
+            watch(&client, accepted.job_id, after, false, None, true).await
+        }
+        Command::Approve {
+            id,
+            request_id,
+            deny,
+            reason,
+        } => {
+            client.approve(id, &request_id, !deny, reason).await?;
+            println!("{} {request_id}", if deny { "denied" } else { "allowed" });
+            Ok(0)
+        }
+        Command::Interrupt { id } => {
+            client.interrupt(id).await?;
+            println!("interrupt sent to {id}");
+            Ok(0)
+        }
+        Command::Watch { id, after_seq } => watch(&client, id, after_seq, false, None, false).await,
         Command::Jobs { status, limit } => {
             let page = client.jobs(status.as_deref(), limit).await?;
             println!(
@@ -205,14 +274,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Follows a job to its end, reconnecting from the last sequence seen when the
-/// connection drops. Ctrl-C cancels the job (a second one leaves without waiting).
-/// Exit code: 0 completed, 1 failed, 130 cancelled.
+/// Follows a job to its end (or, with `until_turn`, to the end of the current turn),
+/// reconnecting from the last sequence seen when the connection drops. Ctrl-C cancels
+/// the job (a second one leaves without waiting). With a `prompter`, approval requests
+/// are asked at the terminal. Exit code: 0 completed, 1 failed, 130 cancelled.
 async fn watch(
     client: &client::Client,
     job: JobId,
     after_seq: u64,
     cancel_on_interrupt: bool,
+    prompter: Option<client::Client>,
+    until_turn: bool,
 ) -> anyhow::Result<i32> {
     let mut last_seq = after_seq;
     let mut interrupted = false;
@@ -252,7 +324,13 @@ async fn watch(
                     if let Some(text) = render::render(&event) {
                         println!("{text}");
                     }
+                    if let (Some(prompter), EventBody::ApprovalRequested { request_id, .. }) =
+                        (&prompter, &event.body)
+                    {
+                        ask_at_terminal(prompter, job, request_id.clone()).await;
+                    }
                     match event.body {
+                        EventBody::TurnCompleted { .. } if until_turn => return Ok(0),
                         EventBody::Completed { .. } => return Ok(0),
                         EventBody::Failed { .. } => return Ok(1),
                         EventBody::Cancelled { .. } => return Ok(130),
@@ -266,5 +344,20 @@ async fn watch(
                 None => break,
             }
         }
+    }
+}
+
+/// Asks "allow?" at the terminal and sends the answer.
+async fn ask_at_terminal(client: &client::Client, job: JobId, request_id: String) {
+    eprint!("  allow it? [y/N] ");
+    let answer = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await;
+    let allow = matches!(answer, Ok(Ok(line)) if line.trim().eq_ignore_ascii_case("y"));
+    let reason = (!allow).then(|| "refused at the terminal".to_string());
+    if let Err(e) = client.approve(job, &request_id, allow, reason).await {
+        eprintln!("  (could not answer: {e:#})");
     }
 }

@@ -13,7 +13,44 @@ pub fn render(event: &JobEvent) -> Option<String> {
         EventBody::Retrying { attempt, reason } => {
             format!("↻ retrying (attempt {attempt}): {reason}")
         }
-        EventBody::SessionInit { .. } | EventBody::CliOutput { .. } => return None,
+        EventBody::SessionInit { .. }
+        | EventBody::CliOutput { .. }
+        | EventBody::SessionState { .. } => return None,
+        EventBody::Restarting {
+            restart,
+            reason,
+            delay_ms,
+        } => format!("↻ restarting the agent (restart {restart}, in {delay_ms} ms): {reason}"),
+        EventBody::UserMessage { text, by } => format!("» {by}: {text}"),
+        EventBody::TurnCompleted { summary } => format!("· turn done · {}", summary_line(summary)),
+        EventBody::TurnRetrying {
+            retry,
+            reason,
+            delay_ms,
+        } => format!("↻ model API failed (retry {retry} in {delay_ms} ms): {reason}"),
+        EventBody::Interrupted { by } => format!("■ interrupted by {by}"),
+        EventBody::ApprovalRequested {
+            request_id,
+            tool_name,
+            input,
+            ..
+        } => format!(
+            "? {tool_name} wants to run: {} [request {request_id}]",
+            tool_input(input)
+        ),
+        EventBody::ApprovalResolved {
+            allowed,
+            by,
+            reason,
+            ..
+        } => {
+            let verdict = if *allowed { "allowed" } else { "denied" };
+            let why = reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            format!("  {verdict} by {by}{why}")
+        }
         EventBody::AssistantText { text } => text.clone(),
         EventBody::ToolCall { name, input, .. } => format!("⚙ {name}: {}", tool_input(input)),
         EventBody::ToolResult {

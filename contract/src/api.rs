@@ -46,6 +46,36 @@ pub struct JobView {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub last_seq: u64,
+    /// The live session's state while the job runs: running, waiting_approval, idle.
+    #[serde(default)]
+    pub session_state: Option<String>,
+    /// Why earlier attempts and restarts ended, in order.
+    #[serde(default)]
+    pub attempt_reasons: Vec<String>,
+}
+
+/// `POST /v1/jobs/{id}/messages`: a follow-up into the job's session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    pub text: String,
+}
+
+/// Answer to a follow-up: the job that carries it (the same job while its session
+/// lives, or a new job resuming the session on its node once it has ended).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessageAccepted {
+    pub job_id: JobId,
+    pub resumed: bool,
+}
+
+/// `POST /v1/jobs/{id}/approvals/{request_id}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalDecision {
+    pub allow: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// `GET /v1/jobs`: one page, newest first; `next_before` pages on.
@@ -87,6 +117,23 @@ pub enum ClientMessage {
         after_seq: u64,
     },
     Unsubscribe {
+        job_id: JobId,
+    },
+    /// A follow-up into the job's session (as `POST /v1/jobs/{id}/messages`).
+    Message {
+        job_id: JobId,
+        text: String,
+    },
+    /// An answer to an approval request.
+    Approve {
+        job_id: JobId,
+        request_id: String,
+        allow: bool,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Interrupt the job's current turn.
+    Interrupt {
         job_id: JobId,
     },
 }

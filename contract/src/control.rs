@@ -8,6 +8,18 @@ use serde::{Deserialize, Serialize};
 pub enum ControlRequest {
     /// Stop the job: SIGTERM, then SIGKILL after the node's grace period.
     Cancel { by: String },
+    /// A follow-up message into the live session.
+    Message { text: String, by: String },
+    /// An answer to an `approval.requested` event.
+    Approve {
+        request_id: String,
+        allow: bool,
+        #[serde(default)]
+        reason: Option<String>,
+        by: String,
+    },
+    /// Interrupt the current turn; the session goes on.
+    Interrupt { by: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -59,6 +59,12 @@ pub enum EventBody {
         prompt: String,
         pool: String,
         submitted_by: String,
+        /// The job whose session this one resumes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resumes: Option<JobId>,
+        /// The job's options, so a follow-up that resumes the session keeps them.
+        #[serde(default)]
+        options: crate::job::JobOptions,
     },
     /// The body's fields repeat the envelope's `node` and `attempt` under their own
     /// names: the body is flattened into the envelope, so the same key twice would make
@@ -76,6 +82,50 @@ pub enum EventBody {
         #[serde(rename = "retry_attempt")]
         attempt: u32,
         reason: String,
+    },
+    /// The agent process died without a result and is started again with `--resume`.
+    #[serde(rename = "job.restarting")]
+    Restarting {
+        restart: u32,
+        reason: String,
+        delay_ms: u64,
+    },
+    /// Where the live session stands.
+    #[serde(rename = "session.state")]
+    SessionState { state: SessionStateKind },
+    /// A person's message into the session (a follow-up).
+    #[serde(rename = "user.message")]
+    UserMessage { text: String, by: String },
+    /// A turn ended and the session stays open for follow-ups.
+    #[serde(rename = "turn.completed")]
+    TurnCompleted { summary: RunSummary },
+    /// The model API failed the turn; it is sent again after a delay.
+    #[serde(rename = "turn.retrying")]
+    TurnRetrying {
+        retry: u32,
+        reason: String,
+        delay_ms: u64,
+    },
+    /// The current turn was interrupted; the session goes on.
+    #[serde(rename = "turn.interrupted")]
+    Interrupted { by: String },
+    /// The agent asks whether it may use a tool.
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested {
+        request_id: String,
+        tool_name: String,
+        input: serde_json::Value,
+        /// When the request is denied if nobody answers (unix ms).
+        deadline_ms: i64,
+    },
+    #[serde(rename = "approval.resolved")]
+    ApprovalResolved {
+        request_id: String,
+        allowed: bool,
+        /// Who decided: a user name, or `timeout`.
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     #[serde(rename = "session.init")]
     SessionInit {
@@ -143,6 +193,14 @@ impl EventBody {
         match self {
             EventBody::Queued { .. } => "job.queued",
             EventBody::Started { .. } => "job.started",
+            EventBody::Restarting { .. } => "job.restarting",
+            EventBody::SessionState { .. } => "session.state",
+            EventBody::UserMessage { .. } => "user.message",
+            EventBody::TurnCompleted { .. } => "turn.completed",
+            EventBody::TurnRetrying { .. } => "turn.retrying",
+            EventBody::Interrupted { .. } => "turn.interrupted",
+            EventBody::ApprovalRequested { .. } => "approval.requested",
+            EventBody::ApprovalResolved { .. } => "approval.resolved",
             EventBody::Retrying { .. } => "job.retrying",
             EventBody::SessionInit { .. } => "session.init",
             EventBody::AssistantText { .. } => "assistant.text",
@@ -155,6 +213,28 @@ impl EventBody {
             EventBody::Completed { .. } => "job.completed",
             EventBody::Failed { .. } => "job.failed",
             EventBody::Cancelled { .. } => "job.cancelled",
+        }
+    }
+}
+
+/// The states of a live session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStateKind {
+    /// A turn is running.
+    Running,
+    /// A tool call waits for a person's decision.
+    WaitingApproval,
+    /// The turn is over; the session waits for a follow-up until its idle timeout.
+    Idle,
+}
+
+impl SessionStateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStateKind::Running => "running",
+            SessionStateKind::WaitingApproval => "waiting_approval",
+            SessionStateKind::Idle => "idle",
         }
     }
 }
@@ -190,6 +270,8 @@ pub mod failure {
     pub const UNKNOWN_PROJECT: &str = "unknown_project";
     /// The job was delivered more times than the stream allows.
     pub const TOO_MANY_ATTEMPTS: &str = "too_many_attempts";
+    /// The agent kept dying without a result, past the restart limit.
+    pub const AGENT_CRASHED: &str = "agent_crashed";
     /// The job ran longer than its wall-clock limit.
     pub const TIMEOUT: &str = "timeout";
     /// The node agent itself failed while running the job (an actor crashed).
@@ -251,6 +333,41 @@ mod tests {
                 prompt: "x".into(),
                 pool: "default".into(),
                 submitted_by: "u".into(),
+                resumes: Some(JobId::new()),
+                options: Default::default(),
+            },
+            EventBody::Restarting {
+                restart: 1,
+                reason: "killed".into(),
+                delay_ms: 5,
+            },
+            EventBody::SessionState {
+                state: SessionStateKind::WaitingApproval,
+            },
+            EventBody::UserMessage {
+                text: "more".into(),
+                by: "u".into(),
+            },
+            EventBody::TurnCompleted {
+                summary: RunSummary::default(),
+            },
+            EventBody::TurnRetrying {
+                retry: 1,
+                reason: "529".into(),
+                delay_ms: 5,
+            },
+            EventBody::Interrupted { by: "u".into() },
+            EventBody::ApprovalRequested {
+                request_id: "r".into(),
+                tool_name: "Bash".into(),
+                input: serde_json::json!({}),
+                deadline_ms: 9,
+            },
+            EventBody::ApprovalResolved {
+                request_id: "r".into(),
+                allowed: false,
+                by: "timeout".into(),
+                reason: Some("late".into()),
             },
             EventBody::Started {
                 node: "n".into(),

@@ -70,6 +70,33 @@ pub struct JobOptions {
     pub allowed_tools: Vec<String>,
     /// Sub-directory of the project to work in, relative to the project root.
     pub subdir: Option<String>,
+    /// Whether tool calls outside the allow list are refused or asked of a person.
+    pub approval: ApprovalMode,
+    /// Seconds an unanswered approval request waits before it is denied (the node's
+    /// default when unset).
+    pub approval_timeout_secs: Option<u32>,
+    /// Keep the session alive this long after a turn, waiting for a follow-up. Unset
+    /// or 0: the job ends with its first result (a one-shot prompt).
+    pub idle_timeout_secs: Option<u32>,
+}
+
+/// Who decides on tool calls the allow list does not cover.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    /// Refused (the CLI reports them as permission denials).
+    #[default]
+    AllowListed,
+    /// Asked of the job's user as `approval.requested` events, answered over the API.
+    Ask,
+}
+
+/// A job that continues an earlier session on the node that holds its transcript.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResumeFrom {
+    pub job: JobId,
+    pub session_id: String,
+    pub node: String,
 }
 
 /// A job as queued on the jobs stream: everything a node needs to run it.
@@ -83,6 +110,9 @@ pub struct JobSpec {
     pub pool: String,
     pub submitted_by: String,
     pub submitted_at_ms: i64,
+    /// Set when the job resumes an ended session (a follow-up after its end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeFrom>,
 }
 
 /// A job's place in its lifecycle, as the ledger and the API report it.

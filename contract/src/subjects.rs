@@ -57,6 +57,12 @@ pub fn job_control(job: &JobId) -> String {
     format!("{CONTROL_PREFIX}.{job}")
 }
 
+/// Request/reply subject on which a node answers "are you there" (a follow-up to a
+/// session whose transcript lives on that node checks it first).
+pub fn node_ping(node: &str) -> String {
+    format!("{CONTROL_PREFIX}.node.{node}")
+}
+
 /// Wildcard over every job's control subject.
 pub fn all_job_control() -> String {
     format!("{CONTROL_PREFIX}.*")

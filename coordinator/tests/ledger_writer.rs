@@ -151,6 +151,8 @@ fn queued() -> EventBody {
         prompt: "fix the build".into(),
         pool: "default".into(),
         submitted_by: "ada".into(),
+        resumes: None,
+        options: Default::default(),
     }
 }
 

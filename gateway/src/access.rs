@@ -72,6 +72,8 @@ mod tests {
             input_tokens: None,
             output_tokens: None,
             last_seq: 1,
+            session_state: None,
+            attempt_reasons: Vec::new(),
         }
     }
 

@@ -27,6 +27,7 @@ pub mod code {
     pub const BAD_PATH: &str = "bad_path";
     pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
     pub const UNAVAILABLE: &str = "unavailable";
+    pub const NODE_GONE: &str = "node_gone";
     pub const INTERNAL: &str = "internal";
 }
 
@@ -57,6 +58,9 @@ pub enum ApiError {
     BadPath(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The node that holds a session is not connected.
+    #[error("{0}")]
+    NodeGone(String),
     #[error("internal error")]
     Internal,
 }
@@ -76,6 +80,7 @@ impl ApiError {
             ApiError::UnknownProject(_) => code::UNKNOWN_PROJECT,
             ApiError::BadPath(_) => code::BAD_PATH,
             ApiError::Unavailable(_) => code::UNAVAILABLE,
+            ApiError::NodeGone(_) => code::NODE_GONE,
             ApiError::Internal => code::INTERNAL,
         }
     }
@@ -89,7 +94,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) | ApiError::AlreadyEnded(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::AlreadyEnded(_) | ApiError::NodeGone(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod auth;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod extract;
 pub mod routes;

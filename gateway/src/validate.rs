@@ -49,7 +49,7 @@ pub fn check_submission<'a>(
     Ok(project)
 }
 
-fn check_prompt(prompt: &str, max_bytes: usize) -> Result<(), ApiError> {
+pub(crate) fn check_prompt(prompt: &str, max_bytes: usize) -> Result<(), ApiError> {
     if prompt.trim().is_empty() {
         return Err(ApiError::BadRequest("the prompt is empty".into()));
     }

@@ -82,6 +82,8 @@ async fn run_session(state: AppState, caller: Caller, socket: WebSocket) {
 
 /// What subscription tasks hand to the socket's loop.
 enum Outgoing {
+    /// The answer to a steering message (sent whatever the subscriptions).
+    Reply(Box<ServerMessage>),
     Message {
         subscription: u64,
         job: JobId,
@@ -93,6 +95,13 @@ enum Outgoing {
         job: JobId,
         error: Option<ApiError>,
     },
+}
+
+/// A steering request from the socket.
+enum Steer {
+    Message(String),
+    Approve(String, bool, Option<String>),
+    Interrupt,
 }
 
 struct Subscription {
@@ -194,6 +203,23 @@ impl Session {
                 }
                 Some(ServerMessage::Unsubscribed { job_id })
             }
+            Ok(ClientMessage::Message { job_id, text }) => {
+                self.steer(job_id, Steer::Message(text));
+                None
+            }
+            Ok(ClientMessage::Approve {
+                job_id,
+                request_id,
+                allow,
+                reason,
+            }) => {
+                self.steer(job_id, Steer::Approve(request_id, allow, reason));
+                None
+            }
+            Ok(ClientMessage::Interrupt { job_id }) => {
+                self.steer(job_id, Steer::Interrupt);
+                None
+            }
             Err(problem) => {
                 self.bad_messages += 1;
                 if self.bad_messages >= MAX_BAD_MESSAGES {
@@ -203,6 +229,32 @@ impl Session {
             }
         };
         Ok(reply.map(encode).into_iter().collect())
+    }
+
+    /// Runs a steering request as the REST routes do; only a failure is answered (its
+    /// effect shows in the job's events).
+    fn steer(&mut self, job: JobId, steer: Steer) {
+        let state = self.state.clone();
+        let caller = self.caller.clone();
+        let outbox = self.outbox.clone();
+        self.state.sessions().spawn(async move {
+            let outcome = match steer {
+                Steer::Message(text) => {
+                    crate::routes::session::send_message(&state, &caller, job, text)
+                        .await
+                        .map(|_| ())
+                }
+                Steer::Approve(request_id, allow, reason) => {
+                    crate::routes::session::decide(&state, &caller, job, request_id, allow, reason)
+                        .await
+                }
+                Steer::Interrupt => crate::routes::session::interrupt(&state, &caller, job).await,
+            };
+            if let Err(error) = outcome {
+                let message = error_message(error.code(), format!("job {job}: {error}"));
+                let _ = outbox.send(Outgoing::Reply(Box::new(message))).await;
+            }
+        });
     }
 
     /// Starts following a job; its task sends `Subscribed` (or an error) first.
@@ -244,6 +296,7 @@ impl Session {
             subscriptions.get(job).is_some_and(|s| s.id == id)
         };
         match outgoing {
+            Outgoing::Reply(message) => vec![encode(*message)],
             Outgoing::Message {
                 subscription,
                 job,

@@ -102,6 +102,8 @@ async fn a_submission_is_queued_on_the_jobs_stream_with_its_queued_event() {
             prompt: "fix the flaky test".into(),
             pool: "big".into(),
             submitted_by: "ada".into(),
+            resumes: None,
+            options: spec.options.clone(),
         }
     );
     let row = gateway

@@ -15,10 +15,10 @@ use sqlx::any::{Any, AnyArguments, AnyRow};
 pub(crate) const COLUMNS: &str = "id, project, prompt, pool, submitted_by, status, node, \
      attempts, attempt_reasons, created_at_ms, started_at_ms, finished_at_ms, updated_at_ms, \
      exit_reason, exit_message, session_id, num_turns, cost_usd, input_tokens, output_tokens, \
-     last_seq";
+     last_seq, session_state";
 
-/// How many columns [`COLUMNS`] names (`$1`…`$21` in an insert).
-pub(crate) const COLUMN_COUNT: usize = 21;
+/// How many columns [`COLUMNS`] names (`$1`…`$22` in an insert).
+pub(crate) const COLUMN_COUNT: usize = 22;
 
 type Query<'q> = sqlx::query::Query<'q, Any, AnyArguments>;
 
@@ -46,6 +46,8 @@ pub(crate) struct JobRow {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub last_seq: u64,
+    /// The live session's state while it runs (`running`, `waiting_approval`, `idle`).
+    pub session_state: Option<String>,
 }
 
 impl JobRow {
@@ -74,6 +76,7 @@ impl JobRow {
             input_tokens: None,
             output_tokens: None,
             last_seq: 0,
+            session_state: None,
         }
     }
 
@@ -108,6 +111,8 @@ impl JobRow {
             input_tokens: self.input_tokens,
             output_tokens: self.output_tokens,
             last_seq: self.last_seq,
+            session_state: self.session_state.clone(),
+            attempt_reasons: self.attempt_reasons.clone(),
         }
     }
 
@@ -158,6 +163,7 @@ impl JobRow {
                 get(row, job, "output_tokens")?,
             )?,
             last_seq: unsigned(job, "last_seq", get(row, job, "last_seq")?)?,
+            session_state: get(row, job, "session_state")?,
         })
     }
 
@@ -191,6 +197,7 @@ impl JobRow {
             .bind(self.input_tokens.map(saturating_i64))
             .bind(self.output_tokens.map(saturating_i64))
             .bind(saturating_i64(self.last_seq))
+            .bind(self.session_state.clone())
     }
 }
 

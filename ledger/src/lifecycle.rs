@@ -24,6 +24,9 @@ pub(crate) fn apply_event(row: &mut JobRow, event: &JobEvent) -> bool {
     if row.status.is_terminal() {
         return true;
     }
+    if event.is_terminal() {
+        row.session_state = None;
+    }
     if row.node.is_none() {
         row.node.clone_from(&event.node);
     }
@@ -33,6 +36,7 @@ pub(crate) fn apply_event(row: &mut JobRow, event: &JobEvent) -> bool {
             prompt,
             pool,
             submitted_by,
+            ..
         } => {
             row.project.clone_from(project);
             row.prompt.clone_from(prompt);
@@ -55,6 +59,15 @@ pub(crate) fn apply_event(row: &mut JobRow, event: &JobEvent) -> bool {
         }
         EventBody::SessionInit { session_id, .. } => {
             row.session_id = Some(session_id.clone());
+        }
+        EventBody::Restarting { reason, .. } => {
+            row.attempt_reasons.push(reason.clone());
+        }
+        EventBody::SessionState { state } => {
+            row.session_state = Some(state.as_str().to_string());
+        }
+        EventBody::TurnCompleted { summary } => {
+            take_summary(row, summary);
         }
         EventBody::Completed { summary } => {
             finish(row, event, JobStatus::Completed, "completed".into(), None);
@@ -94,7 +107,12 @@ pub(crate) fn apply_event(row: &mut JobRow, event: &JobEvent) -> bool {
         | EventBody::ToolDenied { .. }
         | EventBody::CliOutput { .. }
         | EventBody::CliGarbage { .. }
-        | EventBody::CliStderr { .. } => {}
+        | EventBody::CliStderr { .. }
+        | EventBody::UserMessage { .. }
+        | EventBody::TurnRetrying { .. }
+        | EventBody::Interrupted { .. }
+        | EventBody::ApprovalRequested { .. }
+        | EventBody::ApprovalResolved { .. } => {}
     }
     true
 }
@@ -161,6 +179,8 @@ mod tests {
                 prompt: "fix the build".into(),
                 pool: "default".into(),
                 submitted_by: "ada".into(),
+                resumes: None,
+                options: Default::default(),
             },
         )
     }

@@ -11,10 +11,11 @@ use crate::database::{Backend, Target};
 use sqlx::AnyPool;
 
 /// Migrations by version, oldest first.
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE IF NOT EXISTS jobs (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE IF NOT EXISTS jobs (
             id TEXT PRIMARY KEY,
             project TEXT NOT NULL,
             prompt TEXT NOT NULL,
@@ -37,14 +38,16 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             output_tokens BIGINT,
             last_seq BIGINT NOT NULL DEFAULT 0
         )",
-        "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, id)",
-        "CREATE INDEX IF NOT EXISTS jobs_by_submitter ON jobs (submitted_by, id)",
-        "CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project, id)",
-    ],
-)];
+            "CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, id)",
+            "CREATE INDEX IF NOT EXISTS jobs_by_submitter ON jobs (submitted_by, id)",
+            "CREATE INDEX IF NOT EXISTS jobs_by_project ON jobs (project, id)",
+        ],
+    ),
+    (2, &["ALTER TABLE jobs ADD COLUMN session_state TEXT"]),
+];
 
 /// The newest schema version this build knows.
-pub(crate) const CURRENT_VERSION: i64 = 1;
+pub(crate) const CURRENT_VERSION: i64 = 2;
 
 /// An arbitrary constant that names the ledger's migration lock on PostgreSQL.
 const POSTGRES_MIGRATION_LOCK: i64 = 0x5061_6464_6f63_6b4c; // "PaddockL"

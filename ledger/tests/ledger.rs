@@ -63,6 +63,7 @@ fn spec(project: &str, submitted_by: &str) -> JobSpec {
         pool: "default".into(),
         submitted_by: submitted_by.into(),
         submitted_at_ms: 1_000,
+        resume: None,
     }
 }
 
@@ -88,6 +89,8 @@ fn queued(spec: &JobSpec) -> JobEvent {
             prompt: spec.prompt.clone(),
             pool: spec.pool.clone(),
             submitted_by: spec.submitted_by.clone(),
+            resumes: None,
+            options: Default::default(),
         },
     )
 }
@@ -585,7 +588,7 @@ async fn concurrent_connects_migrate_once(url: &str) -> anyhow::Result<()> {
     let versions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_schema_version")
         .fetch_one(&pool)
         .await?;
-    assert_eq!(versions, 1, "one migration recorded");
+    assert_eq!(versions, 2, "each migration recorded once");
     pool.close().await;
     for ledger in &ledgers {
         ledger.close().await;

@@ -34,6 +34,19 @@ pub struct NodeConfig {
     pub shutdown_grace_secs: u64,
     /// Seconds one pull for jobs waits.
     pub fetch_wait_secs: u64,
+    /// Restarts of a CLI that dies without a result, and the first back-off in
+    /// milliseconds (doubling up to `max_restart_backoff_ms`).
+    pub max_restarts: u32,
+    pub restart_backoff_ms: u64,
+    pub max_restart_backoff_ms: u64,
+    /// Retries of a turn the model API failed (overload, rate limit).
+    pub max_api_retries: u32,
+    /// Seconds an approval request waits for an answer when the job does not say.
+    pub approval_timeout_secs: u64,
+    /// Longest idle time a job may ask for, in seconds.
+    pub max_idle_secs: u64,
+    /// Test builds only: lets a test make a session actor panic. Never in production.
+    pub fault_injection: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -82,6 +95,13 @@ impl Default for NodeConfig {
             max_job_secs: 3600,
             shutdown_grace_secs: 30,
             fetch_wait_secs: 5,
+            max_restarts: 3,
+            restart_backoff_ms: 1000,
+            max_restart_backoff_ms: 30_000,
+            max_api_retries: 3,
+            approval_timeout_secs: 300,
+            max_idle_secs: 3600,
+            fault_injection: false,
         }
     }
 }

@@ -9,7 +9,7 @@ pub mod nats_ports;
 
 use anyhow::Context;
 use config::NodeConfig;
-use nats_ports::{ConsumerFeed, NodePorts};
+use nats_ports::{ConsumerFeed, NodeFeed, NodePorts};
 use paddock_actors::agent::AgentLaunch;
 use paddock_actors::{NodeArgs, NodeMsg, NodeStatus, NodeSupervisor, ProjectRoot, SessionSettings};
 use ractor::{Actor, ActorRef};
@@ -37,7 +37,11 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         paddock_bus::connect(&config.nats, &format!("paddock-node {}", config.name)).await?;
     let js = async_nats::jetstream::new(client.clone());
     paddock_bus::ensure_streams(&js, &config.streams).await?;
-    let consumer = paddock_bus::ensure_pool_consumer(&js, &config.pool, &config.streams).await?;
+    let pool_consumer =
+        paddock_bus::ensure_pool_consumer(&js, &config.pool, &config.streams).await?;
+    let node_consumer =
+        paddock_bus::ensure_node_consumer(&js, &config.name, &config.streams).await?;
+    let ping = nats_ports::answer_pings(client.clone(), &config.name).await?;
     let log = paddock_bus::EventLog::open(js.clone()).await?;
 
     let mut projects = std::collections::BTreeMap::new();
@@ -65,12 +69,28 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         max_duration: (config.max_job_secs > 0).then(|| Duration::from_secs(config.max_job_secs)),
         max_line_bytes: 8 * 1024 * 1024,
         max_stderr_events: 200,
+        max_restarts: config.max_restarts,
+        restart_backoff: Duration::from_millis(config.restart_backoff_ms),
+        max_restart_backoff: Duration::from_millis(config.max_restart_backoff_ms),
+        max_api_retries: config.max_api_retries,
+        approval_timeout: Duration::from_secs(config.approval_timeout_secs),
+        max_idle: Duration::from_secs(config.max_idle_secs),
+        fault_injection: config.fault_injection,
     });
+    if config.fault_injection {
+        tracing::warn!("fault_injection is on: a test may make sessions panic");
+    }
     let claim_stop = CancellationToken::new();
     let args = NodeArgs {
-        feed: Arc::new(ConsumerFeed {
-            consumer,
-            wait: Duration::from_secs(config.fetch_wait_secs.max(1)),
+        feed: Arc::new(NodeFeed {
+            own: ConsumerFeed {
+                consumer: node_consumer,
+                wait: Duration::from_millis(50),
+            },
+            pool: ConsumerFeed {
+                consumer: pool_consumer,
+                wait: Duration::from_secs(config.fetch_wait_secs.max(1)),
+            },
         }),
         ports: Arc::new(NodePorts {
             node: config.name.clone(),
@@ -114,6 +134,7 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         wait_idle(&supervisor, Duration::from_secs(config.kill_grace_secs + 5)).await;
     }
     claim_stop.cancel();
+    ping.abort();
     supervisor.stop(None);
     let _ = tokio::time::timeout(Duration::from_secs(10), &mut handle).await;
     let _ = client.flush().await;

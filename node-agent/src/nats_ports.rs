@@ -51,6 +51,38 @@ impl JobFeed for ConsumerFeed {
     }
 }
 
+/// Work addressed to this node (sessions resumed here) first, then the pool's jobs.
+pub struct NodeFeed {
+    pub own: ConsumerFeed,
+    pub pool: ConsumerFeed,
+}
+
+#[async_trait]
+impl JobFeed for NodeFeed {
+    async fn fetch(&self, max: usize) -> Result<Vec<ClaimedJob>, PortError> {
+        let mut jobs = self.own.fetch(max).await?;
+        if jobs.len() < max {
+            jobs.extend(self.pool.fetch(max - jobs.len()).await?);
+        }
+        Ok(jobs)
+    }
+}
+
+/// Answers "are you there" on the node's ping subject until the task is aborted.
+pub async fn answer_pings(
+    client: async_nats::Client,
+    node: &str,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut subscription = client.subscribe(subjects::node_ping(node)).await?;
+    Ok(tokio::spawn(async move {
+        while let Some(message) = subscription.next().await {
+            if let Some(reply) = message.reply {
+                let _ = client.publish(reply, "pong".into()).await;
+            }
+        }
+    }))
+}
+
 /// A claimed job message.
 pub struct QueuedJob(pub jetstream::Message);
 

@@ -103,6 +103,7 @@ impl Cluster {
         let node_file = dir.path().join("node.toml");
         let mut node_config = format!(
             "name = \"node-a\"\nslots = {}\nkill_grace_secs = 2\nshutdown_grace_secs = 2\nfetch_wait_secs = 1\n\
+             max_restarts = 2\nrestart_backoff_ms = 50\nmax_restart_backoff_ms = 200\nfault_injection = true\n\
              [nats]\nurl = {}\n[agent]\nprogram = {}\nhome = {}\nanthropic_api_key = \"test-key\"\n",
             options.slots,
             quote(&nats.url()),
@@ -244,4 +245,108 @@ async fn start_double(script: &Path) -> (ChildProcess, String) {
     )
     .await;
     (process, url)
+}
+
+/// A live follower of one job's events that tests read step by step.
+pub struct Follower {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = anyhow::Result<JobEvent>> + Send>>,
+    /// Every event seen so far, in order.
+    pub seen: Vec<JobEvent>,
+}
+
+impl Follower {
+    pub async fn start(client: &Client, job: JobId) -> Follower {
+        let stream = client
+            .follow(job, 0)
+            .await
+            .unwrap_or_else(|e| panic!("follow: {e:#}"));
+        Follower {
+            stream: Box::pin(stream),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads events until one matches `wanted` (which it returns), failing after
+    /// `timeout` with the events seen.
+    pub async fn until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        wanted: impl Fn(&JobEvent) -> bool,
+    ) -> JobEvent {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.stream.next()).await;
+            match next {
+                Ok(Some(Ok(event))) => {
+                    self.seen.push(event.clone());
+                    if wanted(&event) {
+                        return event;
+                    }
+                    if event.is_terminal() {
+                        panic!("the job ended before {what}: {:#?}", kinds(&self.seen));
+                    }
+                }
+                Ok(Some(Err(e))) => panic!("event stream failed waiting for {what}: {e:#}"),
+                Ok(None) => panic!("event stream ended waiting for {what}"),
+                Err(_) => panic!(
+                    "timed out waiting for {what}; seen: {:?}",
+                    kinds(&self.seen)
+                ),
+            }
+        }
+    }
+
+    /// Reads to the job's terminal event and returns it.
+    pub async fn to_end(&mut self, timeout: Duration) -> JobEvent {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(event))) => {
+                    self.seen.push(event.clone());
+                    if event.is_terminal() {
+                        return event;
+                    }
+                }
+                Ok(Some(Err(e))) => panic!("event stream failed: {e:#}"),
+                Ok(None) => panic!("event stream ended before the job did"),
+                Err(_) => panic!(
+                    "the job did not end in {timeout:?}; seen: {:?}",
+                    kinds(&self.seen)
+                ),
+            }
+        }
+    }
+}
+
+/// The kinds of `events`, for messages.
+pub fn kinds(events: &[JobEvent]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind()).collect()
+}
+
+/// Pids of the running processes whose parent is `parent` and whose command name
+/// contains `name` (Linux /proc).
+pub fn child_processes(parent: u32, name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // comm is in parentheses; the fields after it are state, ppid, …
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                return false;
+            };
+            let comm = &stat[open + 1..close];
+            let ppid = stat[close + 1..]
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
+            ppid == Some(parent) && comm.contains(name)
+        })
+        .collect()
 }

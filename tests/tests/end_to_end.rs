@@ -180,7 +180,7 @@ async fn a_queued_job_can_be_cancelled_before_any_node_takes_it() {
 }
 
 #[tokio::test]
-async fn garbage_output_is_recorded_and_a_nonzero_exit_fails_the_job() {
+async fn garbage_output_is_recorded_and_a_crash_loop_fails_the_job_with_every_reason() {
     let cluster = Cluster::start(ClusterOptions::default()).await;
     let garbage = cluster
         .submit("noisy fake:garbage", JobOptions::default())
@@ -195,24 +195,32 @@ async fn garbage_output_is_recorded_and_a_nonzero_exit_fails_the_job() {
     );
     assert_eq!(events.last().map(|e| e.kind()), Some("job.completed"));
 
+    // The agent dies without a result every time: restarted up to the limit (2 in the
+    // harness), then the job fails with every reason kept.
     let crash = cluster
         .submit("crash fake:exit=3", JobOptions::default())
         .await;
     let events = cluster
         .follow_to_end(crash, 0, Duration::from_secs(30))
         .await;
+    let restarts = events
+        .iter()
+        .filter(|e| e.kind() == "job.restarting")
+        .count();
+    assert_eq!(restarts, 2, "{:?}", kinds(&events));
     match &events[events.len() - 1].body {
         EventBody::Failed {
             reason, message, ..
         } => {
-            assert_eq!(reason, "agent_exited");
-            assert!(message.contains("exit code 3"), "{message}");
+            assert_eq!(reason, "agent_crashed");
+            assert_eq!(message.matches("exit code 3").count(), 3, "{message}");
         }
         other => panic!("expected a failure, got {other:?}"),
     }
     let view = cluster.ledger_final(crash).await;
     assert_eq!(view.status, JobStatus::Failed);
-    assert_eq!(view.exit_reason.as_deref(), Some("agent_exited"));
+    assert_eq!(view.exit_reason.as_deref(), Some("agent_crashed"));
+    assert_eq!(view.attempt_reasons.len(), 2, "{view:?}");
 
     let error = cluster
         .submit("fails fake:error", JobOptions::default())

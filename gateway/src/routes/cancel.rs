@@ -15,6 +15,7 @@
 
 use crate::access::visible_job;
 use crate::auth::Caller;
+use crate::control::{self, ControlOutcome};
 use crate::error::ApiError;
 use crate::extract::JobIdPath;
 use crate::state::AppState;
@@ -22,20 +23,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use paddock_contract::api::JobAccepted;
-use paddock_contract::control::{ControlReply, ControlRequest};
-use paddock_contract::{EventBody, JobId, JobStatus, subjects};
-use std::time::Duration;
-
-/// How long a node has to answer a control request.
-pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// What came of a control request.
-#[derive(Debug)]
-enum ControlOutcome {
-    Accepted,
-    Refused(String),
-    NoResponder,
-}
+use paddock_contract::control::ControlRequest;
+use paddock_contract::{EventBody, JobId, JobStatus};
 
 pub async fn cancel_job(
     State(state): State<AppState>,
@@ -94,36 +83,5 @@ fn ended(id: JobId, how: &str) -> ApiError {
 
 /// Sends `Cancel` to whichever node serves the job's control subject.
 async fn request_cancel(state: &AppState, id: JobId, by: &str) -> Result<ControlOutcome, ApiError> {
-    let request = ControlRequest::Cancel { by: by.to_string() };
-    let payload = serde_json::to_vec(&request).map_err(|_| ApiError::Internal)?;
-    let request = async_nats::Request::new()
-        .payload(payload.into())
-        .timeout(Some(CONTROL_TIMEOUT));
-    match state
-        .nats()
-        .send_request(subjects::job_control(&id), request)
-        .await
-    {
-        Ok(message) => match serde_json::from_slice::<ControlReply>(&message.payload) {
-            Ok(ControlReply::Accepted) => Ok(ControlOutcome::Accepted),
-            Ok(ControlReply::Refused { reason }) => Ok(ControlOutcome::Refused(reason)),
-            Err(e) => {
-                tracing::warn!(job = %id, error = %e, "a node answered a control request with something else");
-                Err(ApiError::Unavailable(
-                    "the node running the job gave an answer the gateway does not understand"
-                        .into(),
-                ))
-            }
-        },
-        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-            Ok(ControlOutcome::NoResponder)
-        }
-        Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
-            tracing::warn!(job = %id, "control request timed out");
-            Err(ApiError::Unavailable(
-                "the node running the job did not answer; try again".into(),
-            ))
-        }
-        Err(e) => Err(ApiError::bus("control request failed", e)),
-    }
+    control::send(state, id, &ControlRequest::Cancel { by: by.to_string() }).await
 }

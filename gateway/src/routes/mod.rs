@@ -8,12 +8,14 @@
 //! | `GET /v1/jobs`, `GET /v1/jobs/{id}` | [`jobs`] |
 //! | `GET /v1/jobs/{id}/events` | [`events`] |
 //! | `POST /v1/jobs/{id}/cancel` | [`cancel`] |
+//! | `POST /v1/jobs/{id}/messages`, `…/approvals/{request_id}`, `…/interrupt` | [`session`] |
 //! | `GET /v1/ws` | [`crate::ws`] |
 
 pub mod cancel;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod session;
 pub mod submit;
 
 use crate::error::{no_route, wrong_method};
@@ -33,6 +35,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/jobs/{id}/events", get(events::job_events))
         .route("/v1/jobs/{id}/cancel", post(cancel::cancel_job))
+        .route("/v1/jobs/{id}/messages", post(session::post_message))
+        .route(
+            "/v1/jobs/{id}/approvals/{request_id}",
+            post(session::post_approval),
+        )
+        .route("/v1/jobs/{id}/interrupt", post(session::post_interrupt))
         .route("/v1/ws", get(crate::ws::upgrade))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

@@ -59,6 +59,7 @@ pub async fn submit_job(
         submitted_at_ms: existing
             .as_ref()
             .map_or_else(now_unix_ms, |job| job.created_at_ms),
+        resume: None,
     };
 
     state.ledger().record_submission(&spec).await?;
@@ -94,7 +95,10 @@ pub async fn submit_job(
 /// The append is conditional on the subject being empty and is not retried on a
 /// conflict: `JobEventWriter::append` would re-read and append a second `job.queued`
 /// after one written by a concurrent submission of the same job.
-async fn record_queued(state: &AppState, spec: &JobSpec) -> Result<Option<JobEvent>, ApiError> {
+pub(crate) async fn record_queued(
+    state: &AppState,
+    spec: &JobSpec,
+) -> Result<Option<JobEvent>, ApiError> {
     if let Some((last, _)) = state.events().last(&spec.id).await? {
         return Ok(Some(last));
     }
@@ -110,6 +114,8 @@ async fn record_queued(state: &AppState, spec: &JobSpec) -> Result<Option<JobEve
             prompt: spec.prompt.clone(),
             pool: spec.pool.clone(),
             submitted_by: spec.submitted_by.clone(),
+            resumes: spec.resume.as_ref().map(|resume| resume.job),
+            options: spec.options.clone(),
         },
         raw: None,
     };
@@ -154,8 +160,9 @@ fn ensure_same_job(job: &JobView, submit: &SubmitJob, caller: &Caller) -> Result
     }
 }
 
-/// Publishes the job message and waits for JetStream to store it.
-async fn publish(state: &AppState, spec: &JobSpec) -> Result<(), ApiError> {
+/// Publishes the job message and waits for JetStream to store it: to the pool, or to
+/// the one node that holds the session a resuming job continues.
+pub(crate) async fn publish(state: &AppState, spec: &JobSpec) -> Result<(), ApiError> {
     let payload = serde_json::to_vec(spec).map_err(|e| {
         tracing::error!(job = %spec.id, error = %e, "cannot serialise a job spec");
         ApiError::Internal
@@ -165,7 +172,13 @@ async fn publish(state: &AppState, spec: &JobSpec) -> Result<(), ApiError> {
         .message_id(spec.id.to_string());
     let ack = state
         .jetstream()
-        .send_publish(subjects::pool_jobs(&spec.pool), message)
+        .send_publish(
+            match &spec.resume {
+                Some(resume) => subjects::node_jobs(&resume.node),
+                None => subjects::pool_jobs(&spec.pool),
+            },
+            message,
+        )
         .await
         .map_err(|e| ApiError::bus("publishing a job failed", e))?;
     let ack = ack
