@@ -76,6 +76,8 @@ pub struct SessionSettings {
     /// Test builds only: a user message containing `paddock-fault:panic` makes the
     /// session actor panic once, to exercise the supervisor.
     pub fault_injection: bool,
+    /// Most bytes of output the CLI may write for one job.
+    pub max_output_bytes: u64,
 }
 
 /// What a session is started with.
@@ -122,7 +124,8 @@ pub enum SessionMsg {
 
 enum Ending {
     Cancelled(String),
-    TimedOut,
+    /// A limit was reached: the failure reason and what to tell the user.
+    Limit(&'static str, String),
     HandedBack,
 }
 
@@ -163,6 +166,7 @@ pub struct SessionState {
     stderr_seen: usize,
     tasks: Vec<JoinHandle<()>>,
     panicked_once: bool,
+    output_bytes: u64,
 }
 
 impl Drop for SessionState {
@@ -281,6 +285,7 @@ impl Actor for ClaudeSession {
             stderr_seen: 0,
             tasks: Vec::new(),
             panicked_once: false,
+            output_bytes: 0,
         })
     }
 
@@ -301,7 +306,21 @@ impl Actor for ClaudeSession {
     ) -> Result<(), ActorProcessingErr> {
         let outcome = match message {
             SessionMsg::Line(generation, line) if generation == state.generation => {
-                on_line(&myself, state, line).await.map(|()| Flow::Continue)
+                state.output_bytes += line.len() as u64 + 1;
+                let limit = state.settings.max_output_bytes;
+                if state.output_bytes > limit && state.ending.is_none() {
+                    let message = format!("the CLI wrote more than {limit} bytes of output");
+                    stop_agent(
+                        &myself,
+                        state,
+                        Ending::Limit(failure::OUTPUT_LIMIT, message),
+                    );
+                }
+                if state.ending.is_some() {
+                    Ok(Flow::Continue)
+                } else {
+                    on_line(&myself, state, line).await.map(|()| Flow::Continue)
+                }
             }
             SessionMsg::LineTooLong(generation) if generation == state.generation => {
                 let limit = state.settings.max_line_bytes;
@@ -342,7 +361,11 @@ impl Actor for ClaudeSession {
                 Ok(Flow::Continue)
             }
             SessionMsg::TimedOut => {
-                stop_agent(&myself, state, Ending::TimedOut);
+                let message = format!(
+                    "the job ran longer than its limit of {} s",
+                    state.settings.max_duration.unwrap_or_default().as_secs()
+                );
+                stop_agent(&myself, state, Ending::Limit(failure::TIMEOUT, message));
                 Ok(Flow::Continue)
             }
             SessionMsg::HandBack => {
@@ -813,6 +836,23 @@ async fn on_result(
     if !summary.is_error {
         state.api_retries = 0;
     }
+    if let (Some(limit), Some(cost)) = (state.spec.limits.max_cost_usd, summary.total_cost_usd)
+        && cost > limit
+    {
+        state.last_summary = Some(summary);
+        let message = format!(
+            "the job's model cost ${cost:.4} passed the ${limit:.4} left of the daily budget"
+        );
+        stop_agent(myself, state, Ending::Limit(failure::COST_BUDGET, message));
+        return Ok(());
+    }
+    if summary.subtype.as_deref() == Some("error_max_turns") {
+        state.last_summary = Some(summary);
+        let turns = state.spec.options.max_turns.unwrap_or_default();
+        let message = format!("the job reached its limit of {turns} turns");
+        stop_agent(myself, state, Ending::Limit(failure::MAX_TURNS, message));
+        return Ok(());
+    }
     if std::mem::take(&mut state.interrupted) {
         state.keep_open = true;
     }
@@ -1040,12 +1080,9 @@ async fn on_exit(
             return Ok(Flow::Stop);
         }
         Some(Ending::Cancelled(by)) => EventBody::Cancelled { by, summary },
-        Some(Ending::TimedOut) => EventBody::Failed {
-            reason: failure::TIMEOUT.into(),
-            message: format!(
-                "the job ran longer than its limit of {:?}",
-                state.settings.max_duration.unwrap_or_default()
-            ),
+        Some(Ending::Limit(reason, message)) => EventBody::Failed {
+            reason: reason.into(),
+            message,
             summary,
         },
         None if state.closing || (summary.is_some() && state.pending_turns == 0) => match summary {

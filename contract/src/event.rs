@@ -274,6 +274,12 @@ pub mod failure {
     pub const AGENT_CRASHED: &str = "agent_crashed";
     /// The job ran longer than its wall-clock limit.
     pub const TIMEOUT: &str = "timeout";
+    /// The job's model cost passed what the submitter's daily budget had left.
+    pub const COST_BUDGET: &str = "cost_budget";
+    /// The CLI wrote more output than a job may.
+    pub const OUTPUT_LIMIT: &str = "output_limit";
+    /// The CLI stopped at the job's turn limit.
+    pub const MAX_TURNS: &str = "max_turns";
     /// The node agent itself failed while running the job (an actor crashed).
     pub const NODE_ERROR: &str = "node_error";
 }

@@ -113,6 +113,17 @@ pub struct JobSpec {
     /// Set when the job resumes an ended session (a follow-up after its end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<ResumeFrom>,
+    /// Limits the gateway set from the submitter's quotas; the node enforces them.
+    #[serde(default)]
+    pub limits: JobLimits,
+}
+
+/// Per-job limits that come from the submitter's quotas.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobLimits {
+    /// The model cost the job may reach (the rest of the user's daily budget).
+    pub max_cost_usd: Option<f64>,
 }
 
 /// A job's place in its lifecycle, as the ledger and the API report it.

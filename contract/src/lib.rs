@@ -11,7 +11,7 @@ pub mod job;
 pub mod subjects;
 
 pub use event::{EventBody, JobEvent, RunSummary};
-pub use job::{ApprovalMode, JobId, JobOptions, JobSpec, JobStatus, ResumeFrom};
+pub use job::{ApprovalMode, JobId, JobLimits, JobOptions, JobSpec, JobStatus, ResumeFrom};
 
 /// Version of the wire contract, carried in every job message and event.
 pub const CONTRACT_VERSION: u32 = 1;

@@ -26,6 +26,14 @@ use paddock_contract::{JobEvent, JobId, JobSpec, JobStatus};
 use sqlx::AnyPool;
 use std::sync::Arc;
 
+/// What one user has used, for quotas.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub active_jobs: u32,
+    pub jobs_since: u32,
+    pub cost_since_usd: f64,
+}
+
 /// Largest page [`Ledger::list`] returns.
 pub const MAX_PAGE: u32 = 200;
 /// The page size when a query asks for 0.
@@ -147,6 +155,40 @@ impl Ledger {
 
     pub async fn get(&self, id: JobId) -> Result<Option<JobView>, LedgerError> {
         Ok(self.get_row(id).await?.map(|row| row.view()))
+    }
+
+    /// What `user` has used: jobs queued or running now, and jobs submitted and model
+    /// cost spent since `since_ms` (quotas are checked against these).
+    pub async fn usage(&self, user: &str, since_ms: i64) -> Result<Usage, LedgerError> {
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE submitted_by = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(user.to_string())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(self.failed("usage: active jobs"))?;
+        let submitted: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE submitted_by = $1 AND created_at_ms >= $2",
+        )
+        .bind(user.to_string())
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(self.failed("usage: jobs submitted"))?;
+        let cost: Option<f64> = sqlx::query_scalar(
+            "SELECT SUM(cost_usd) FROM jobs WHERE submitted_by = $1 AND created_at_ms >= $2",
+        )
+        .bind(user.to_string())
+        .bind(since_ms)
+        .persistent(false)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(self.failed("usage: cost"))?;
+        Ok(Usage {
+            active_jobs: u32::try_from(active).unwrap_or(u32::MAX),
+            jobs_since: u32::try_from(submitted).unwrap_or(u32::MAX),
+            cost_since_usd: cost.unwrap_or(0.0),
+        })
     }
 
     /// The reason of every retry of the job, oldest first (not part of [`JobView`]).

@@ -38,6 +38,7 @@ macro_rules! on_sqlite_and_postgres {
 }
 
 on_sqlite_and_postgres!(
+    usage_counts_active_jobs_submissions_and_cost_per_user,
     a_job_moves_through_its_lifecycle,
     an_event_applied_twice_or_after_a_newer_one_changes_nothing,
     a_terminal_status_is_never_overwritten,
@@ -64,6 +65,7 @@ fn spec(project: &str, submitted_by: &str) -> JobSpec {
         submitted_by: submitted_by.into(),
         submitted_at_ms: 1_000,
         resume: None,
+        limits: Default::default(),
     }
 }
 
@@ -606,4 +608,30 @@ async fn concurrent_connects_migrate_a_sqlite_file_once() -> anyhow::Result<()> 
 async fn concurrent_connects_migrate_a_postgres_database_once() -> anyhow::Result<()> {
     let database = paddock_testkit::PostgresDatabase::create().await?;
     concurrent_connects_migrate_once(database.url()).await
+}
+
+async fn usage_counts_active_jobs_submissions_and_cost_per_user(
+    ledger: Ledger,
+) -> anyhow::Result<()> {
+    let done = spec("site", "ada");
+    let running = spec("site", "ada");
+    let other = spec("site", "bob");
+    for spec in [&done, &running, &other] {
+        ledger.record_submission(spec).await?;
+    }
+    ledger.apply(&started(done.id, 1, "n", 1)).await?;
+    ledger.apply(&completed(done.id, 2)).await?;
+    ledger.apply(&started(running.id, 1, "n", 1)).await?;
+    let usage = ledger.usage("ada", 0).await?;
+    assert_eq!(usage.active_jobs, 1);
+    assert_eq!(usage.jobs_since, 2);
+    assert!((usage.cost_since_usd - 0.125).abs() < 1e-9, "{usage:?}");
+    let later = ledger.usage("ada", 2_000).await?;
+    assert_eq!(later.jobs_since, 0);
+    assert_eq!(later.cost_since_usd, 0.0);
+    assert_eq!(
+        ledger.usage("nobody", 0).await?,
+        paddock_ledger::Usage::default()
+    );
+    Ok(())
 }

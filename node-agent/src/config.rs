@@ -47,6 +47,8 @@ pub struct NodeConfig {
     pub max_idle_secs: u64,
     /// Test builds only: lets a test make a session actor panic. Never in production.
     pub fault_injection: bool,
+    /// Most bytes of output one job's CLI may write.
+    pub max_output_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -102,6 +104,7 @@ impl Default for NodeConfig {
             approval_timeout_secs: 300,
             max_idle_secs: 3600,
             fault_injection: false,
+            max_output_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -76,6 +76,7 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         approval_timeout: Duration::from_secs(config.approval_timeout_secs),
         max_idle: Duration::from_secs(config.max_idle_secs),
         fault_injection: config.fault_injection,
+        max_output_bytes: config.max_output_bytes,
     });
     if config.fault_injection {
         tracing::warn!("fault_injection is on: a test may make sessions panic");

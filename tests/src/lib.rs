@@ -26,6 +26,10 @@ pub struct ClusterOptions {
     /// Ledger URL; a SQLite file in the cluster's folder by default.
     pub database_url: Option<String>,
     pub slots: usize,
+    /// TOML tables appended to the gateway's config (e.g. `[quotas]`).
+    pub gateway_tables: String,
+    /// Top-level TOML keys put first in the node's config.
+    pub node_keys: String,
 }
 
 impl Default for ClusterOptions {
@@ -34,6 +38,8 @@ impl Default for ClusterOptions {
             agent: Agent::Fake,
             database_url: None,
             slots: 2,
+            gateway_tables: String::new(),
+            node_keys: String::new(),
         }
     }
 }
@@ -100,8 +106,14 @@ impl Cluster {
                 quote(&nats.url())
             ),
         );
+        let gateway_text = std::fs::read_to_string(&gateway_file).unwrap_or_default();
+        write(
+            &gateway_file,
+            &format!("{gateway_text}\n{}\n", options.gateway_tables),
+        );
         let node_file = dir.path().join("node.toml");
-        let mut node_config = format!(
+        let mut node_config = format!("{}\n", options.node_keys);
+        node_config.push_str(&format!(
             "name = \"node-a\"\nslots = {}\nkill_grace_secs = 2\nshutdown_grace_secs = 2\nfetch_wait_secs = 1\n\
              max_restarts = 2\nrestart_backoff_ms = 50\nmax_restart_backoff_ms = 200\nfault_injection = true\n\
              [nats]\nurl = {}\n[agent]\nprogram = {}\nhome = {}\nanthropic_api_key = \"test-key\"\n",
@@ -109,7 +121,7 @@ impl Cluster {
             quote(&nats.url()),
             quote(&program.display().to_string()),
             quote(&dir.path().join("agent-home").display().to_string()),
-        );
+        ));
         if let Some(url) = &base_url {
             node_config.push_str(&format!("anthropic_base_url = {}\n", quote(url)));
             node_config.push_str("env = { CLAUDE_CODE_MAX_RETRIES = \"1\" }\n");
