@@ -4,6 +4,7 @@
 //! ```text
 //! NodeSupervisor (restarts its children within a bounded intensity)
 //!  ├─ Claimer        pulls jobs only while a slot is free and the node is not paused
+//!  ├─ Heartbeat      reconciles to the desired state (drain, cordon), reports status
 //!  └─ ClaudeSession  one per job: runs the CLI, publishes its events, settles the job
 //! ```
 //!
@@ -11,6 +12,7 @@
 
 pub mod agent;
 pub mod claimer;
+pub mod heartbeat;
 pub mod policy;
 pub mod ports;
 pub mod session;

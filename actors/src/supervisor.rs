@@ -1,5 +1,5 @@
 //! `NodeSupervisor`: the root of a node's actor tree. It owns the node's slots, starts
-//! the `Claimer` and one `ClaudeSession` per claimed job, and applies the restart
+//! the `Claimer`, the `Heartbeat` and one `ClaudeSession` per claimed job, and applies the restart
 //! policy: a crashed claimer is restarted unless it crashes more often than the
 //! configured intensity allows, in which case the supervisor fails (escalates) and the
 //! node agent exits for its service manager to restart. A crashed session never leaves
@@ -7,6 +7,7 @@
 //! queue when it cannot record) and frees the slot; other sessions are untouched.
 
 use crate::claimer::{Claimer, ClaimerArgs, ClaimerMsg};
+use crate::heartbeat::{Heartbeat, HeartbeatArgs, HeartbeatMsg, HeartbeatSettings};
 use crate::policy::RestartIntensity;
 use crate::ports::{ClaimedJob, JobFeed, JobMessage, JobPorts};
 use crate::session::{ClaudeSession, SessionArgs, SessionMsg, SessionSettings};
@@ -30,6 +31,8 @@ pub struct NodeArgs {
     pub max_restarts: usize,
     pub restart_period: Duration,
     pub shutdown: CancellationToken,
+    /// Reconciliation with the control plane and heartbeats (none in unit tests).
+    pub heartbeat: Option<HeartbeatSettings>,
 }
 
 /// What the supervisor reports about the node.
@@ -44,8 +47,11 @@ pub struct NodeStatus {
 pub enum NodeMsg {
     /// A job taken from the queue, with the slot it occupies.
     Claimed(ClaimedJob, OwnedSemaphorePermit),
-    /// Stop (true) or resume (false) claiming; running jobs go on.
+    /// Stop (true) or resume (false) claiming, for the node's own reasons (a graceful
+    /// stop); running jobs go on.
     SetPaused(bool),
+    /// The operator's wish: stop (draining, cordoned) or resume claiming.
+    SetDesiredPause(bool),
     /// The node is stopping: stop every running agent and give the jobs back.
     HandBackAll,
     Status(RpcReplyPort<NodeStatus>),
@@ -69,6 +75,9 @@ pub struct NodeState {
     claimer: Option<ActorRef<ClaimerMsg>>,
     claimer_restarts: RestartIntensity,
     sessions: HashMap<ActorId, RunningJob>,
+    local_pause: bool,
+    desired_pause: bool,
+    heartbeat: Option<ActorRef<HeartbeatMsg>>,
 }
 
 pub struct NodeSupervisor;
@@ -176,6 +185,48 @@ impl NodeSupervisor {
         }
     }
 
+    async fn start_heartbeat(
+        myself: &ActorRef<NodeMsg>,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(settings) = state.args.heartbeat.clone() else {
+            return Ok(());
+        };
+        let args = HeartbeatArgs {
+            settings,
+            supervisor: myself.clone(),
+        };
+        let name = format!("heartbeat-{}", state.args.settings.node);
+        let (heartbeat, _) =
+            Actor::spawn_linked(Some(name), Heartbeat, args, myself.get_cell()).await?;
+        state.heartbeat = Some(heartbeat);
+        Ok(())
+    }
+
+    fn is_heartbeat(state: &NodeState, cell: &ActorCell) -> bool {
+        state
+            .heartbeat
+            .as_ref()
+            .is_some_and(|heartbeat| heartbeat.get_id() == cell.get_id())
+    }
+
+    /// The heartbeat stopped: restart it within the same intensity as the claimer.
+    async fn heartbeat_down(
+        myself: &ActorRef<NodeMsg>,
+        state: &mut NodeState,
+        why: String,
+    ) -> Result<(), ActorProcessingErr> {
+        state.heartbeat = None;
+        if state.args.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        if !state.claimer_restarts.allow_restart() {
+            return Err(format!("heartbeat keeps failing (last: {why}); giving up").into());
+        }
+        tracing::warn!(%why, "heartbeat stopped; restarting it");
+        Self::start_heartbeat(myself, state).await
+    }
+
     fn is_claimer(state: &NodeState, cell: &ActorCell) -> bool {
         state
             .claimer
@@ -279,6 +330,9 @@ impl Actor for NodeSupervisor {
             paused,
             claimer: None,
             sessions: HashMap::new(),
+            local_pause: false,
+            desired_pause: false,
+            heartbeat: None,
         })
     }
 
@@ -287,7 +341,8 @@ impl Actor for NodeSupervisor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        Self::start_claimer(&myself, state).await
+        Self::start_claimer(&myself, state).await?;
+        Self::start_heartbeat(&myself, state).await
     }
 
     async fn handle(
@@ -305,7 +360,16 @@ impl Actor for NodeSupervisor {
                 }
             }
             NodeMsg::SetPaused(paused) => {
-                state.paused.send_replace(paused);
+                state.local_pause = paused;
+                state
+                    .paused
+                    .send_replace(state.local_pause || state.desired_pause);
+            }
+            NodeMsg::SetDesiredPause(paused) => {
+                state.desired_pause = paused;
+                state
+                    .paused
+                    .send_replace(state.local_pause || state.desired_pause);
             }
             NodeMsg::HandBackAll => {
                 state.paused.send_replace(true);
@@ -335,6 +399,9 @@ impl Actor for NodeSupervisor {
             SupervisionEvent::ActorFailed(cell, error) => {
                 if Self::is_claimer(state, &cell) {
                     return Self::claimer_down(&myself, state, error.to_string()).await;
+                }
+                if Self::is_heartbeat(state, &cell) {
+                    return Self::heartbeat_down(&myself, state, error.to_string()).await;
                 }
                 if let Some(mut running) = state.sessions.remove(&cell.get_id()) {
                     let job = running.spec.id;
@@ -367,6 +434,10 @@ impl Actor for NodeSupervisor {
                 if Self::is_claimer(state, &cell) {
                     let why = reason.unwrap_or_else(|| "stopped".into());
                     return Self::claimer_down(&myself, state, why).await;
+                }
+                if Self::is_heartbeat(state, &cell) {
+                    let why = reason.unwrap_or_else(|| "stopped".into());
+                    return Self::heartbeat_down(&myself, state, why).await;
                 }
                 state.sessions.remove(&cell.get_id());
             }

@@ -7,10 +7,12 @@
 
 mod connect;
 mod event_log;
+mod registry;
 mod streams;
 
 pub use connect::{NatsSettings, connect};
 pub use event_log::{EventLog, EventLogError, JobEventWriter};
+pub use registry::NodeRegistry;
 pub use streams::{
     StreamSettings, ensure_node_consumer, ensure_pool_consumer, ensure_streams, parse_duration,
 };

@@ -133,6 +133,28 @@ impl Client {
         .await
     }
 
+    /// Every node of the paddock.
+    pub async fn nodes(&self) -> anyhow::Result<Vec<paddock_contract::node::NodeView>> {
+        self.send(self.http.get(format!("{}/v1/nodes", self.base)))
+            .await
+    }
+
+    /// Sets a node's desired state: `drain` (with an optional deadline), `undrain`, `cordon`.
+    pub async fn set_node(
+        &self,
+        name: &str,
+        action: &str,
+        deadline_secs: Option<u64>,
+    ) -> anyhow::Result<paddock_contract::node::NodeDesired> {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/nodes/{name}/{action}", self.base));
+        if action == "drain" {
+            request = request.json(&paddock_contract::node::DrainRequest { deadline_secs });
+        }
+        self.send(request).await
+    }
+
     /// Every event of `job` after `after_seq`, then live ones, over the WebSocket.
     pub async fn follow(
         &self,

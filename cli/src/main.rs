@@ -110,8 +110,44 @@ enum Command {
     },
     /// Cancel a job.
     Cancel { id: JobId },
+    /// List the paddock's machines, or drain, undrain or cordon one.
+    Nodes {
+        #[command(subcommand)]
+        action: Option<NodeAction>,
+    },
     /// Start a whole single-machine paddock (NATS, coordinator, gateway, one node).
     Up(up::UpArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeAction {
+    /// Stop claiming at once; running jobs finish (or are handed back at the deadline).
+    Drain {
+        name: String,
+        /// e.g. 30m, 90s, 2h: after this, running jobs are handed back to the queue.
+        #[arg(long, value_parser = parse_deadline)]
+        deadline: Option<u64>,
+    },
+    /// Take work again.
+    Undrain { name: String },
+    /// No new work; running jobs are left alone.
+    Cordon { name: String },
+}
+
+fn parse_deadline(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected e.g. 30m"))?;
+    match unit {
+        "" | "s" => Ok(n),
+        "m" => Ok(n * 60),
+        "h" => Ok(n * 3600),
+        _ => Err(format!("{text:?}: the unit is s, m or h")),
+    }
 }
 
 #[tokio::main]
@@ -268,6 +304,49 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Cancel { id } => {
             client.cancel(id).await?;
             println!("cancel requested for {id}");
+            Ok(0)
+        }
+        Command::Nodes { action: None } => {
+            let nodes = client.nodes().await?;
+            println!(
+                "{:<16} {:<9} {:<9} {:>5} {:>5}  {:<10} {:<12} LABELS",
+                "NODE", "STATE", "WANTED", "USED", "SLOTS", "VERSION", "LAST SEEN"
+            );
+            let now = paddock_contract::now_unix_ms();
+            for node in nodes {
+                let seen = node
+                    .last_seen_ms
+                    .map(|at| format!("{} s ago", (now - at).max(0) / 1000))
+                    .unwrap_or_else(|| "never".into());
+                let labels: Vec<String> = node
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                println!(
+                    "{:<16} {:<9} {:<9} {:>5} {:>5}  {:<10} {:<12} {}",
+                    node.name,
+                    format!("{:?}", node.state).to_lowercase(),
+                    format!("{:?}", node.desired).to_lowercase(),
+                    node.used,
+                    node.slots,
+                    node.version.unwrap_or_default(),
+                    seen,
+                    labels.join(",")
+                );
+            }
+            Ok(0)
+        }
+        Command::Nodes {
+            action: Some(action),
+        } => {
+            let (name, verb, deadline) = match action {
+                NodeAction::Drain { name, deadline } => (name, "drain", deadline),
+                NodeAction::Undrain { name } => (name, "undrain", None),
+                NodeAction::Cordon { name } => (name, "cordon", None),
+            };
+            client.set_node(&name, verb, deadline).await?;
+            println!("{name}: {verb} requested");
             Ok(0)
         }
         Command::Up(_) => Ok(0),

@@ -8,6 +8,7 @@ pub mod api;
 pub mod control;
 pub mod event;
 pub mod job;
+pub mod node;
 pub mod subjects;
 
 pub use event::{EventBody, JobEvent, RunSummary};

@@ -7,6 +7,10 @@ use crate::job::JobId;
 pub const JOBS_STREAM: &str = "PADDOCK_JOBS";
 /// The limits-retention stream that holds every job's events.
 pub const EVENTS_STREAM: &str = "PADDOCK_EVENTS";
+/// Key-value bucket of each node's desired state (ready, draining, cordoned).
+pub const NODES_BUCKET: &str = "paddock_nodes";
+/// Key-value bucket of node heartbeats; entries expire when a node stops reporting.
+pub const HEARTBEATS_BUCKET: &str = "paddock_heartbeats";
 /// The durable consumer through which the coordinator writes the job ledger.
 pub const LEDGER_CONSUMER: &str = "paddock-ledger";
 

@@ -20,6 +20,13 @@ pub struct NodeConfig {
     pub pool: String,
     /// Jobs run at once.
     pub slots: usize,
+    /// Labels the node carries (capabilities such as an Xcode version), shown in
+    /// `paddock nodes`.
+    pub labels: BTreeMap<String, String>,
+    /// Seconds between heartbeats (and reconciliations with the desired state).
+    pub heartbeat_interval_secs: u64,
+    /// Seconds after its last heartbeat that a node counts as lost.
+    pub heartbeat_ttl_secs: u64,
     pub nats: NatsSettings,
     pub streams: StreamSettings,
     pub agent: AgentConfig,
@@ -88,6 +95,9 @@ impl Default for NodeConfig {
             name: default_node_name(),
             pool: "default".into(),
             slots: 2,
+            labels: BTreeMap::new(),
+            heartbeat_interval_secs: 5,
+            heartbeat_ttl_secs: 20,
             nats: NatsSettings::default(),
             streams: StreamSettings::default(),
             agent: AgentConfig::default(),
@@ -168,6 +178,15 @@ impl NodeConfig {
         }
         if self.slots == 0 {
             bail!("slots: must be at least 1");
+        }
+        if self.heartbeat_interval_secs == 0
+            || self.heartbeat_ttl_secs < 2 * self.heartbeat_interval_secs
+        {
+            bail!(
+                "heartbeat_ttl_secs: {} must be at least twice heartbeat_interval_secs ({}, at least 1)",
+                self.heartbeat_ttl_secs,
+                self.heartbeat_interval_secs
+            );
         }
         let ack_wait = self.streams.ack_wait.as_secs();
         if self.progress_interval_secs == 0 || self.progress_interval_secs * 2 > ack_wait {

@@ -11,6 +11,7 @@ use anyhow::Context;
 use config::NodeConfig;
 use nats_ports::{ConsumerFeed, NodeFeed, NodePorts};
 use paddock_actors::agent::AgentLaunch;
+use paddock_actors::heartbeat::HeartbeatSettings;
 use paddock_actors::{NodeArgs, NodeMsg, NodeStatus, NodeSupervisor, ProjectRoot, SessionSettings};
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
@@ -42,6 +43,13 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let node_consumer =
         paddock_bus::ensure_node_consumer(&js, &config.name, &config.streams).await?;
     let ping = nats_ports::answer_pings(client.clone(), &config.name).await?;
+    let registry = paddock_bus::NodeRegistry::open(
+        &js,
+        config.streams.replicas,
+        Duration::from_secs(config.heartbeat_ttl_secs),
+    )
+    .await?;
+    registry.ensure_known(&config.name).await?;
     let log = paddock_bus::EventLog::open(js.clone()).await?;
 
     let mut projects = std::collections::BTreeMap::new();
@@ -103,12 +111,37 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         max_restarts: 5,
         restart_period: Duration::from_secs(60),
         shutdown: claim_stop.clone(),
+        heartbeat: Some(HeartbeatSettings {
+            plane: Arc::new(nats_ports::RegistryPlane {
+                registry: registry.clone(),
+                node: config.name.clone(),
+            }),
+            interval: Duration::from_secs(config.heartbeat_interval_secs),
+            node: config.name.clone(),
+            pool: config.pool.clone(),
+            labels: config.labels.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }),
     };
     let (supervisor, handle) =
         Actor::spawn(Some(format!("node-{}", config.name)), NodeSupervisor, args)
             .await
             .context("starting the node supervisor")?;
     tracing::info!(node = %config.name, pool = %config.pool, slots = config.slots, "node agent ready");
+    // A change of the desired state nudges the heartbeat at once (the fast path; the
+    // periodic tick reconciles anyway).
+    let nudge = {
+        let mut changes = registry.watch_desired(&config.name).await?;
+        let heartbeat_name = format!("heartbeat-{}", config.name);
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            while changes.next().await.is_some() {
+                if let Some(cell) = ractor::registry::where_is(heartbeat_name.clone()) {
+                    let _ = cell.send_message(paddock_actors::heartbeat::HeartbeatMsg::Tick);
+                }
+            }
+        })
+    };
 
     let handle = tokio::spawn(async move {
         let _ = handle.await;
@@ -136,6 +169,7 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     }
     claim_stop.cancel();
     ping.abort();
+    nudge.abort();
     supervisor.stop(None);
     let _ = tokio::time::timeout(Duration::from_secs(10), &mut handle).await;
     let _ = client.flush().await;

@@ -83,6 +83,26 @@ pub async fn answer_pings(
     }))
 }
 
+/// The control plane over the node registry's key-value buckets.
+pub struct RegistryPlane {
+    pub registry: paddock_bus::NodeRegistry,
+    pub node: String,
+}
+
+#[async_trait]
+impl paddock_actors::heartbeat::ControlPlane for RegistryPlane {
+    async fn desired(&self) -> Result<paddock_contract::node::NodeDesired, PortError> {
+        self.registry.desired(&self.node).await.map_err(unavailable)
+    }
+
+    async fn beat(
+        &self,
+        heartbeat: paddock_contract::node::NodeHeartbeat,
+    ) -> Result<(), PortError> {
+        self.registry.beat(&heartbeat).await.map_err(unavailable)
+    }
+}
+
 /// A claimed job message.
 pub struct QueuedJob(pub jetstream::Message);
 

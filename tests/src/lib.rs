@@ -30,6 +30,9 @@ pub struct ClusterOptions {
     pub gateway_tables: String,
     /// Top-level TOML keys put first in the node's config.
     pub node_keys: String,
+    /// A short ack wait (with progress acks every second), so a lost node's job is
+    /// delivered again quickly.
+    pub ack_wait_secs: Option<u64>,
 }
 
 impl Default for ClusterOptions {
@@ -40,6 +43,7 @@ impl Default for ClusterOptions {
             slots: 2,
             gateway_tables: String::new(),
             node_keys: String::new(),
+            ack_wait_secs: None,
         }
     }
 }
@@ -56,7 +60,58 @@ pub struct Cluster {
     pub coordinator: ChildProcess,
     pub node: ChildProcess,
     pub double: Option<ChildProcess>,
+    /// Nodes started with [`Cluster::add_node`].
+    pub extra_nodes: Vec<ChildProcess>,
+    template: NodeTemplate,
     dir: tempfile::TempDir,
+}
+
+/// How every node of a test cluster is configured.
+#[derive(Clone)]
+struct NodeTemplate {
+    keys: String,
+    ack_wait_secs: Option<u64>,
+    nats_url: String,
+    program: PathBuf,
+    base_url: Option<String>,
+    project_dir: PathBuf,
+    dir: PathBuf,
+}
+
+impl NodeTemplate {
+    /// Writes the config of node `name` and returns its path.
+    fn write(&self, name: &str, slots: usize) -> PathBuf {
+        let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let mut config = format!("{}\n", self.keys);
+        if self.ack_wait_secs.is_some() {
+            config.push_str(
+                "progress_interval_secs = 1\nheartbeat_interval_secs = 1\nheartbeat_ttl_secs = 3\n",
+            );
+        }
+        config.push_str(&format!(
+            "name = \"{name}\"\nslots = {slots}\nkill_grace_secs = 2\nshutdown_grace_secs = 2\nfetch_wait_secs = 1\n\
+             max_restarts = 2\nrestart_backoff_ms = 50\nmax_restart_backoff_ms = 200\nfault_injection = true\n\
+             labels = {{ machine = \"{name}\" }}\n\
+             [nats]\nurl = {}\n[agent]\nprogram = {}\nhome = {}\nanthropic_api_key = \"test-key\"\n",
+            quote(&self.nats_url),
+            quote(&self.program.display().to_string()),
+            quote(&self.dir.join(format!("agent-home-{name}")).display().to_string()),
+        ));
+        if let Some(url) = &self.base_url {
+            config.push_str(&format!("anthropic_base_url = {}\n", quote(url)));
+            config.push_str("env = { CLAUDE_CODE_MAX_RETRIES = \"1\" }\n");
+        }
+        if let Some(ack_wait) = self.ack_wait_secs {
+            config.push_str(&format!("[streams]\nack_wait = {ack_wait}\n"));
+        }
+        config.push_str(&format!(
+            "[[projects]]\nname = \"{PROJECT}\"\npath = {}\n",
+            quote(&self.project_dir.display().to_string())
+        ));
+        let file = self.dir.join(format!("{name}.toml"));
+        write(&file, &config);
+        file
+    }
 }
 
 impl Cluster {
@@ -111,26 +166,16 @@ impl Cluster {
             &gateway_file,
             &format!("{gateway_text}\n{}\n", options.gateway_tables),
         );
-        let node_file = dir.path().join("node.toml");
-        let mut node_config = format!("{}\n", options.node_keys);
-        node_config.push_str(&format!(
-            "name = \"node-a\"\nslots = {}\nkill_grace_secs = 2\nshutdown_grace_secs = 2\nfetch_wait_secs = 1\n\
-             max_restarts = 2\nrestart_backoff_ms = 50\nmax_restart_backoff_ms = 200\nfault_injection = true\n\
-             [nats]\nurl = {}\n[agent]\nprogram = {}\nhome = {}\nanthropic_api_key = \"test-key\"\n",
-            options.slots,
-            quote(&nats.url()),
-            quote(&program.display().to_string()),
-            quote(&dir.path().join("agent-home").display().to_string()),
-        ));
-        if let Some(url) = &base_url {
-            node_config.push_str(&format!("anthropic_base_url = {}\n", quote(url)));
-            node_config.push_str("env = { CLAUDE_CODE_MAX_RETRIES = \"1\" }\n");
-        }
-        node_config.push_str(&format!(
-            "[[projects]]\nname = \"{PROJECT}\"\npath = {}\n",
-            quote(&project_dir.display().to_string())
-        ));
-        write(&node_file, &node_config);
+        let template = NodeTemplate {
+            keys: options.node_keys.clone(),
+            ack_wait_secs: options.ack_wait_secs,
+            nats_url: nats.url(),
+            program: program.clone(),
+            base_url: base_url.clone(),
+            project_dir: project_dir.clone(),
+            dir: dir.path().to_path_buf(),
+        };
+        let node_file = template.write("node-a", options.slots);
 
         let coordinator = start_binary("paddock-coordinator", &coordinator_file);
         let gateway = start_binary("paddock-gateway", &gateway_file);
@@ -158,8 +203,38 @@ impl Cluster {
             coordinator,
             node,
             double,
+            extra_nodes: Vec::new(),
+            template,
             dir,
         }
+    }
+
+    /// Stops the coordinator (SIGTERM) and starts it again with the same config.
+    pub async fn restart_coordinator(&mut self) {
+        self.coordinator.terminate(Duration::from_secs(10));
+        self.coordinator = start_binary(
+            "paddock-coordinator",
+            &self.dir.path().join("coordinator.toml"),
+        );
+    }
+
+    /// Starts another node agent (same pool and project) and waits for its heartbeat.
+    pub async fn add_node(&mut self, name: &str, slots: usize) {
+        let file = self.template.write(name, slots);
+        self.extra_nodes.push(start_binary("paddock-node", &file));
+        let name = name.to_string();
+        eventually(
+            Duration::from_secs(20),
+            "the new node's heartbeat",
+            || async {
+                let nodes = self.client.nodes().await.ok()?;
+                nodes
+                    .iter()
+                    .any(|n| n.name == name && n.last_seen_ms.is_some())
+                    .then_some(())
+            },
+        )
+        .await;
     }
 
     pub fn dir(&self) -> &Path {
