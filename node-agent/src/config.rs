@@ -70,6 +70,9 @@ pub struct AgentConfig {
     /// (`ANTHROPIC_API_KEY`, `CLAUDE_CODE_OAUTH_TOKEN`) when not set here.
     pub anthropic_api_key: Option<String>,
     pub claude_code_oauth_token: Option<String>,
+    /// A file readable by its owner only that holds the credential (what a system
+    /// service uses; `PADDOCK_NODE_CREDENTIAL_FILE` names it too).
+    pub credential_file: Option<PathBuf>,
     /// Another address for the Messages API (a proxy, or the test double).
     pub anthropic_base_url: Option<String>,
     /// Variables of the node's environment passed to the agent; nothing else is.
@@ -126,6 +129,7 @@ impl Default for AgentConfig {
             home: ".paddock/agent-home".into(),
             anthropic_api_key: None,
             claude_code_oauth_token: None,
+            credential_file: None,
             anthropic_base_url: None,
             pass_env: ["PATH", "LANG", "LC_ALL", "TZ", "TERM"]
                 .into_iter()
@@ -215,6 +219,14 @@ impl NodeConfig {
     /// The model credential as `(variable, value)`.
     pub fn credential(&self) -> anyhow::Result<(&'static str, String)> {
         let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let file = self
+            .agent
+            .credential_file
+            .clone()
+            .or_else(|| from_env("PADDOCK_NODE_CREDENTIAL_FILE").map(PathBuf::from));
+        if let Some(file) = file {
+            return crate::service::read_credential_file(&file);
+        }
         if let Some(key) = self
             .agent
             .anthropic_api_key
@@ -233,7 +245,8 @@ impl NodeConfig {
         }
         bail!(
             "set agent.anthropic_api_key or ANTHROPIC_API_KEY, or agent.claude_code_oauth_token or \
-             CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`); a daemon cannot read a login keychain"
+             CLAUDE_CODE_OAUTH_TOKEN (from `claude setup-token`), or agent.credential_file; a daemon \
+             cannot read a login keychain"
         )
     }
 

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod nats_ports;
+pub mod service;
 
 use anyhow::Context;
 use config::NodeConfig;

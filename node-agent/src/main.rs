@@ -1,5 +1,6 @@
 //! `paddock-node`: parse flags, load the config, start logging, run the node agent.
 //! SIGTERM or Ctrl-C stops it gracefully; a second one stops it at once.
+//! `paddock-node service print|install` renders or installs the system service.
 
 use clap::Parser;
 use paddock_node::{Shutdown, config::NodeConfig};
@@ -24,6 +25,44 @@ struct Flags {
     /// Job slots (overrides the file).
     #[arg(long)]
     slots: Option<usize>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// The node agent as a system service (systemd on Linux, launchd on macOS).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ServiceAction {
+    /// Print the service file `install` would write.
+    Print(ServiceFlags),
+    /// Write the service file and load it (as root).
+    Install(ServiceFlags),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServiceFlags {
+    /// The node's config file (absolute path).
+    #[arg(long)]
+    node_config: PathBuf,
+    /// The dedicated, unprivileged user the agent runs as.
+    #[arg(long, default_value = "_paddock")]
+    user: String,
+    #[arg(long)]
+    group: Option<String>,
+    /// A root-only file holding the model credential.
+    #[arg(long)]
+    credential_file: PathBuf,
+    #[arg(long, default_value = "/var/log/paddock")]
+    log_dir: PathBuf,
+    #[arg(long, value_enum)]
+    platform: Option<paddock_node::service::Platform>,
 }
 
 #[tokio::main]
@@ -34,6 +73,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let flags = Flags::parse();
+    if let Some(Command::Service { action }) = flags.command {
+        return service(action);
+    }
     let mut config = NodeConfig::load(flags.config.as_deref())?;
     if let Some(url) = flags.nats_url {
         config.nats.url = url;
@@ -74,4 +116,30 @@ async fn watch_signals(shutdown: Shutdown) {
             shutdown.immediate.cancel();
         }
     }
+}
+
+fn service(action: ServiceAction) -> anyhow::Result<()> {
+    use paddock_node::service::{Platform, ServiceParams, install, render};
+    let (flags, installing) = match action {
+        ServiceAction::Print(flags) => (flags, false),
+        ServiceAction::Install(flags) => (flags, true),
+    };
+    let config = NodeConfig::load(Some(&flags.node_config))?;
+    let params = ServiceParams {
+        binary: std::env::current_exe()?,
+        config: flags.node_config.clone(),
+        group: flags.group.clone().unwrap_or_else(|| flags.user.clone()),
+        user: flags.user,
+        credential_file: flags.credential_file,
+        log_dir: flags.log_dir,
+        stop_timeout_secs: config.shutdown_grace_secs + config.kill_grace_secs + 15,
+    };
+    let platform = flags.platform.unwrap_or_else(Platform::current);
+    if installing {
+        let path = install(platform, &params)?;
+        println!("installed and started {}", path.display());
+    } else {
+        print!("{}", render(platform, &params));
+    }
+    Ok(())
 }
