@@ -31,6 +31,11 @@ pub trait JobMessage: Send + Sync + 'static {
     async fn ack(&self) -> Result<(), PortError>;
     /// Give the job back for another node to take now.
     async fn nak(&self) -> Result<(), PortError>;
+    /// Give the job back to be delivered again after `delay` (a transient failure).
+    async fn nak_after(&self, delay: std::time::Duration) -> Result<(), PortError> {
+        let _ = delay;
+        self.nak().await
+    }
 }
 
 /// One claimed job: the raw message body (parsed by the session, so a bad body is a

@@ -173,14 +173,12 @@ impl NodeSupervisor {
                 tracing::warn!(job = %spec.id, "job delivered again while it runs here");
             }
             Err(e) => {
-                tracing::error!(job = %spec.id, error = %e, "session failed to start");
-                let ports = state.args.ports.clone();
-                tokio::spawn(record_node_failure(
-                    ports,
-                    spec.id,
-                    message,
-                    format!("the session could not start: {e}"),
-                ));
+                // Most often the event log was unreachable (a NATS fail-over): give the
+                // job back to be tried again, bounded by the stream's delivery limit.
+                tracing::warn!(job = %spec.id, error = %e, "session failed to start; giving the job back");
+                tokio::spawn(async move {
+                    let _ = message.nak_after(Duration::from_secs(2)).await;
+                });
             }
         }
     }

@@ -84,8 +84,12 @@ pub async fn connect(settings: &NatsSettings, name: &str) -> Result<async_nats::
     }
     // `retry_on_initial_connect` makes connect return at once; the first handshake is
     // awaited below with a deadline so that a wrong URL fails start-up clearly.
+    let servers = server_list(&settings.url).map_err(|source| BusError::Connect {
+        url: settings.url.clone(),
+        source,
+    })?;
     let client = options
-        .connect(settings.url.as_str())
+        .connect(servers.as_slice())
         .await
         .map_err(|source| BusError::Connect {
             url: settings.url.clone(),
@@ -94,6 +98,19 @@ pub async fn connect(settings: &NatsSettings, name: &str) -> Result<async_nats::
     wait_connected(&client, &settings.url).await?;
     check_server(&client, &settings.url).await?;
     Ok(client)
+}
+
+/// `nats://a:4222,nats://b:4222` → each server's address.
+fn server_list(urls: &str) -> Result<Vec<async_nats::ServerAddr>, async_nats::ConnectError> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse::<async_nats::ServerAddr>().map_err(|e| {
+                async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::ServerParse, e)
+            })
+        })
+        .collect()
 }
 
 async fn wait_connected(client: &async_nats::Client, url: &str) -> Result<(), BusError> {
@@ -132,4 +149,16 @@ async fn check_server(client: &async_nats::Client, url: &str) -> Result<(), BusE
             detail: e.to_string(),
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_list;
+
+    #[test]
+    fn a_cluster_is_given_as_comma_separated_urls() {
+        let servers = server_list("nats://127.0.0.1:4222, nats://127.0.0.1:4223").expect("parse");
+        assert_eq!(servers.len(), 2);
+        assert!(server_list("nats://127.0.0.1:notaport").is_err());
+    }
 }

@@ -59,9 +59,27 @@ impl Client {
         }
     }
 
+    /// Submits a job. A submission the gateway could not complete (503, say while a
+    /// NATS server fails over) is sent again with the same job id, which makes the retry
+    /// idempotent, for up to half a minute.
     pub async fn submit(&self, job: &SubmitJob) -> anyhow::Result<JobAccepted> {
-        self.send(self.http.post(format!("{}/v1/jobs", self.base)).json(job))
-            .await
+        let mut job = job.clone();
+        job.job_id.get_or_insert_with(JobId::new);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let outcome = self
+                .send(self.http.post(format!("{}/v1/jobs", self.base)).json(&job))
+                .await;
+            match outcome {
+                Err(e)
+                    if e.to_string().contains("(unavailable)")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     pub async fn job(&self, id: JobId) -> anyhow::Result<JobView> {

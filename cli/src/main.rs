@@ -2,7 +2,9 @@
 //! list jobs, read a job's log, cancel) and `paddock up`, which starts a whole
 //! single-machine cluster.
 
+mod login;
 mod up;
+mod users;
 
 use paddock_cli::{client, render};
 
@@ -117,6 +119,16 @@ enum Command {
     },
     /// Start a whole single-machine paddock (NATS, coordinator, gateway, one node).
     Up(up::UpArgs),
+    /// Sign in to the gateway (the sign-in is kept in your config folder), or
+    /// approve another device's sign-in code.
+    Login(login::LoginArgs),
+    /// Sign out: ends this machine's sign-in and forgets its tokens.
+    Logout,
+    /// Manage users and read the audit log (admins).
+    Users {
+        #[command(subcommand)]
+        action: users::UsersAction,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,11 +179,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Up(args) = cli.command {
         return up::up(args).await.map(|()| 0);
     }
-    anyhow::ensure!(
-        !cli.token.is_empty(),
-        "no token: set PADDOCK_TOKEN or pass --token (paddock up prints one)"
-    );
-    let client = client::Client::new(&cli.url, &cli.token)?;
+    if let Command::Login(args) = cli.command {
+        return login::login(&cli.url, &cli.token, args).await;
+    }
+    if let Command::Logout = cli.command {
+        return login::logout(&cli.url, &cli.token).await;
+    }
+    let token = login::token_for(&cli.url, &cli.token).await?;
+    if let Command::Users { action } = cli.command {
+        return users::run(&cli.url, &token, action).await;
+    }
+    let client = client::Client::new(&cli.url, &token)?;
     match cli.command {
         Command::Run {
             project,
@@ -349,7 +367,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{name}: {verb} requested");
             Ok(0)
         }
-        Command::Up(_) => Ok(0),
+        Command::Up(_) | Command::Login(_) | Command::Logout | Command::Users { .. } => Ok(0),
     }
 }
 

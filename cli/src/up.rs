@@ -1,6 +1,8 @@
 //! `paddock up`: one command that starts a whole single-machine paddock in a data
 //! folder — nats-server with JetStream, the coordinator (SQLite ledger), the gateway
-//! and one node agent — writes their config files, prints the URL and how to log in,
+//! and one node agent — writes their config files, prints the URL and how to log in
+//! (the gateway's first admin, `admin`, with a generated password kept in
+//! `<data>/admin-password`; and a service token for scripts),
 //! and stops everything in order on Ctrl-C or SIGTERM. The same binaries, given other
 //! config files, run a paddock of several machines.
 
@@ -77,6 +79,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             token
         }
     };
+    // The first admin's password: read by the gateway on its first start (when it has
+    // no user yet), and shown here so the person who ran `paddock up` can sign in.
+    let password_file = data.join("admin-password");
+    let password = match std::fs::read_to_string(&password_file) {
+        Ok(password) if !password.trim().is_empty() => password.trim().to_string(),
+        _ => {
+            let password = uuid::Uuid::new_v4().simple().to_string();
+            write_private(&password_file, &password)?;
+            password
+        }
+    };
     let projects: Vec<(String, PathBuf)> = if args.projects.is_empty() {
         vec![("demo".into(), data.join("projects/demo"))]
     } else {
@@ -106,15 +119,26 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let url = format!("http://127.0.0.1:{}", args.port);
     println!();
     println!("Paddock is up: {url}");
-    println!("  token  {token}   (also in {})", token_file.display());
-    println!("  logs   {}", data.join("logs").display());
+    println!(
+        "  admin     user admin, password {password}   (also in {}; set on the first start)",
+        password_file.display()
+    );
+    println!(
+        "  token     {token}   (a service token for scripts; also in {})",
+        token_file.display()
+    );
+    println!("  logs      {}", data.join("logs").display());
     println!();
-    println!("  export PADDOCK_URL={url} PADDOCK_TOKEN={token}");
+    println!("  export PADDOCK_URL={url}");
+    println!(
+        "  paddock login --user admin --password-file {}",
+        password_file.display()
+    );
     println!(
         "  paddock run --project {} \"add a test for the parser\"",
         projects[0].0
     );
-    println!("  curl -H \"Authorization: Bearer $PADDOCK_TOKEN\" {url}/v1/jobs");
+    println!("  curl -H \"Authorization: Bearer {token}\" {url}/v1/jobs");
     println!();
     println!("Ctrl-C stops it.");
 
@@ -193,10 +217,15 @@ async fn start_all(
         ),
     )?;
     let mut gateway = format!(
-        "listen = \"127.0.0.1:{}\"\ndatabase_url = {}\n\n[nats]\nurl = {}\n\n[[api_tokens]]\nuser = \"admin\"\ntoken = {}\n",
+        "listen = \"127.0.0.1:{}\"\ndatabase_url = {}\ndata_dir = {}\n\n[nats]\nurl = {}\n\n\
+         [auth]\nadmin_password_file = {}\n\n\
+         [[api_tokens]]\nuser = \"admin\"\ntoken = {}\n\
+         scopes = [\"jobs:read\", \"jobs:submit\", \"tools:approve\", \"nodes:admin\"]\n",
         args.port,
         toml_str(&database_url),
+        toml_str(&data.join("gateway").display().to_string()),
         toml_str(&nats_url),
+        toml_str(&data.join("admin-password").display().to_string()),
         toml_str(token)
     );
     let mut node = format!(

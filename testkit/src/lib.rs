@@ -5,10 +5,12 @@
 //! failing test leaves nothing behind. [`eventually`] is the one way to wait.
 
 mod nats;
+mod nats_cluster;
 mod postgres;
 mod process;
 
 pub use nats::NatsServer;
+pub use nats_cluster::NatsCluster;
 pub use postgres::PostgresDatabase;
 pub use process::{ChildProcess, workspace_binary};
 

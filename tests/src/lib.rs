@@ -8,7 +8,9 @@ use futures::StreamExt;
 use paddock_cli::client::Client;
 use paddock_contract::api::{JobView, SubmitJob};
 use paddock_contract::{JobEvent, JobId, JobOptions};
-use paddock_testkit::{ChildProcess, NatsServer, eventually, free_port, workspace_binary};
+use paddock_testkit::{
+    ChildProcess, NatsCluster, NatsServer, eventually, free_port, workspace_binary,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -33,6 +35,8 @@ pub struct ClusterOptions {
     /// A short ack wait (with progress acks every second), so a lost node's job is
     /// delivered again quickly.
     pub ack_wait_secs: Option<u64>,
+    /// Run on a three-server JetStream cluster with three replicas per stream.
+    pub nats_cluster: bool,
 }
 
 impl Default for ClusterOptions {
@@ -44,18 +48,23 @@ impl Default for ClusterOptions {
             gateway_tables: String::new(),
             node_keys: String::new(),
             ack_wait_secs: None,
+            nats_cluster: false,
         }
     }
 }
 
 pub const TOKEN: &str = "test-token-0123456789";
 pub const PROJECT: &str = "demo";
+/// The password of the gateway's first admin, `admin`.
+pub const ADMIN_PASSWORD: &str = "cluster admin password";
 
 pub struct Cluster {
     pub url: String,
     pub client: Client,
     pub project_dir: PathBuf,
-    pub nats: NatsServer,
+    /// The NATS server, or the three-server cluster with `nats_cluster`.
+    pub nats: Option<NatsServer>,
+    pub nats_cluster: Option<NatsCluster>,
     pub gateway: ChildProcess,
     pub coordinator: ChildProcess,
     pub node: ChildProcess,
@@ -72,6 +81,7 @@ struct NodeTemplate {
     keys: String,
     ack_wait_secs: Option<u64>,
     nats_url: String,
+    replicas: usize,
     program: PathBuf,
     base_url: Option<String>,
     project_dir: PathBuf,
@@ -101,8 +111,9 @@ impl NodeTemplate {
             config.push_str(&format!("anthropic_base_url = {}\n", quote(url)));
             config.push_str("env = { CLAUDE_CODE_MAX_RETRIES = \"1\" }\n");
         }
+        config.push_str(&format!("[streams]\nreplicas = {}\n", self.replicas));
         if let Some(ack_wait) = self.ack_wait_secs {
-            config.push_str(&format!("[streams]\nack_wait = {ack_wait}\n"));
+            config.push_str(&format!("ack_wait = {ack_wait}\n"));
         }
         config.push_str(&format!(
             "[[projects]]\nname = \"{PROJECT}\"\npath = {}\n",
@@ -122,7 +133,21 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("temp dir: {e}"));
         let project_dir = dir.path().join("projects/demo");
         std::fs::create_dir_all(&project_dir).unwrap_or_else(|e| panic!("mkdir: {e}"));
-        let nats = NatsServer::start().await;
+        let (nats, nats_cluster) = if options.nats_cluster {
+            (None, Some(NatsCluster::start(3).await))
+        } else {
+            (Some(NatsServer::start().await), None)
+        };
+        let nats_url = match (&nats, &nats_cluster) {
+            (Some(server), _) => server.url(),
+            (None, Some(cluster)) => cluster.url(),
+            (None, None) => unreachable!("one of the two is started"),
+        };
+        let streams = if options.nats_cluster {
+            "[streams]\nreplicas = 3\n"
+        } else {
+            ""
+        };
         let database_url = options
             .database_url
             .clone()
@@ -143,22 +168,30 @@ impl Cluster {
         write(
             &coordinator_file,
             &format!(
-                "database_url = {}\n[nats]\nurl = {}\n",
+                "database_url = {}\n[nats]\nurl = {}\n{streams}",
                 quote(&database_url),
-                quote(&nats.url())
+                quote(&nats_url)
             ),
         );
         let port = free_port();
+        // The first admin, for tests that sign in (`paddock login`).
+        let admin_password_file = dir.path().join("admin-password");
+        write(&admin_password_file, ADMIN_PASSWORD);
         let gateway_file = dir.path().join("gateway.toml");
         write(
             &gateway_file,
             &format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase_url = {}\n[nats]\nurl = {}\n\
+                "listen = \"127.0.0.1:{port}\"\ndatabase_url = {}\ndata_dir = {}\n[nats]\nurl = {}\n\
+                 [auth]\nadmin_password_file = {}\n\
+                 password_cost = {{ memory_kib = 8, iterations = 1, parallelism = 1 }}\n\
                  [[api_tokens]]\nuser = \"alice\"\ntoken = \"{TOKEN}\"\n\
+                 scopes = [\"jobs:read\", \"jobs:submit\", \"tools:approve\", \"nodes:admin\"]\n\
                  [[api_tokens]]\nuser = \"bob\"\ntoken = \"bob-token-0123456789\"\n\
-                 [[projects]]\nname = \"{PROJECT}\"\n",
+                 [[projects]]\nname = \"{PROJECT}\"\n{streams}",
                 quote(&database_url),
-                quote(&nats.url())
+                quote(&dir.path().join("gateway").display().to_string()),
+                quote(&nats_url),
+                quote(&admin_password_file.display().to_string()),
             ),
         );
         let gateway_text = std::fs::read_to_string(&gateway_file).unwrap_or_default();
@@ -169,7 +202,8 @@ impl Cluster {
         let template = NodeTemplate {
             keys: options.node_keys.clone(),
             ack_wait_secs: options.ack_wait_secs,
-            nats_url: nats.url(),
+            nats_url: nats_url.clone(),
+            replicas: if options.nats_cluster { 3 } else { 1 },
             program: program.clone(),
             base_url: base_url.clone(),
             project_dir: project_dir.clone(),
@@ -199,6 +233,7 @@ impl Cluster {
             client,
             project_dir,
             nats,
+            nats_cluster,
             gateway,
             coordinator,
             node,

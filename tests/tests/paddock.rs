@@ -198,3 +198,43 @@ async fn the_coordinator_restarting_does_not_stop_jobs() {
     assert_eq!(completions(&events), 1);
     assert_eq!(cluster.ledger_final(job).await.status, JobStatus::Completed);
 }
+
+#[tokio::test]
+async fn a_three_server_nats_cluster_losing_one_server_loses_no_job_or_event() {
+    let mut cluster = Cluster::start(ClusterOptions {
+        nats_cluster: true,
+        slots: 2,
+        ..Default::default()
+    })
+    .await;
+    let mut jobs = Vec::new();
+    for i in 0..4 {
+        jobs.push(
+            cluster
+                .submit(&format!("before {i} fake:sleep=500"), JobOptions::default())
+                .await,
+        );
+    }
+    // Lose a server while jobs are queued and running.
+    if let Some(nats) = cluster.nats_cluster.as_mut() {
+        nats.kill(1);
+    }
+    for i in 0..4 {
+        jobs.push(
+            cluster
+                .submit(&format!("after {i}"), JobOptions::default())
+                .await,
+        );
+    }
+    for job in &jobs {
+        let events = cluster.follow_to_end(*job, 0, LONG).await;
+        assert_eq!(completions(&events), 1, "{:?}", kinds(&events));
+        for (i, event) in events.iter().enumerate() {
+            assert_eq!(event.seq, i as u64 + 1, "{:?}", kinds(&events));
+        }
+        assert_eq!(
+            cluster.ledger_final(*job).await.status,
+            JobStatus::Completed
+        );
+    }
+}
