@@ -45,6 +45,17 @@ if [ "$(uname -s)" = "Linux" ] && ! command -v bwrap >/dev/null 2>&1; then
   fi
 fi
 
+# promtool (Debian's prometheus package; Linux only), for the telemetry tests' checks
+# of metrics and alert rules. On macOS: `brew install prometheus`.
+if [ "$(uname -s)" = "Linux" ] && ! command -v promtool >/dev/null 2>&1; then
+  echo "installing promtool from Debian (prometheus)"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
+fi
+
 # cargo-nextest, for the test command
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "installing cargo-nextest"

@@ -4,21 +4,32 @@
 //! before. [`GatewayConfig::validate`] runs at start and names the bad key; unknown
 //! keys are refused by serde. Defaults work on one machine; what to change for a
 //! multi-machine paddock is said beside each field.
+//!
+//! `[auth]` holds the token settings (issuer, audience, lifetimes, the signing key,
+//! the first admin) and `[rate_limits]` the limits on login, refresh and submission.
+//! Several gateways behind one load balancer must share `auth.signing_key_file` (or
+//! each verify the others' keys through `auth.retired_key_files`), the issuer, the
+//! audience and the database.
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use paddock_accounts::{PasswordCost, Scope, check_user_name};
 use paddock_bus::{NatsSettings, StreamSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Prefix of the environment variables the gateway reads.
 pub const ENV_PREFIX: &str = "PADDOCK_GATEWAY_";
 
 /// Room a job message and a queued event need beyond the prompt itself.
 const MESSAGE_OVERHEAD_BYTES: usize = 16 * 1024;
+
+/// The longest an access token may live: a stolen one is good for this long at most.
+pub const MAX_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +46,19 @@ pub struct GatewayConfig {
     /// `postgres://…` when several gateways or coordinators run.
     #[serde(default)]
     pub database_url: String,
-    /// Static bearer tokens, one per user. Replaced by accounts and JWTs later.
+    /// Where the gateway keeps its files (the JWT signing key unless
+    /// `auth.signing_key_file` says otherwise). Created if missing. Default: a
+    /// `gateway` folder beside a SQLite `database_url`'s file, else `.paddock/gateway`.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Accounts, tokens and the first admin.
+    #[serde(default)]
+    pub auth: AuthSettings,
+    /// Limits per user, device and address.
+    #[serde(default)]
+    pub rate_limits: RateLimitSettings,
+    /// Optional static service tokens (for scripts and CI), each acting as the user
+    /// it names with the scopes it lists. People sign in with `paddock login` instead.
     #[serde(default)]
     pub api_tokens: Vec<ApiToken>,
     /// Projects jobs may be submitted to, and the pool that runs each.
@@ -47,14 +70,20 @@ pub struct GatewayConfig {
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Per-user quotas (unlimited when unset).
+    #[serde(default)]
+    pub quotas: crate::quotas::QuotaConfig,
 }
 
-/// A bearer token and the user it authenticates. `Debug` never shows the token.
+/// A static service token and the user it acts as. `Debug` never shows the token.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiToken {
     pub user: String,
     pub token: String,
+    /// What the token may do; `jobs:read jobs:submit tools:approve` when left out.
+    #[serde(default = "default_token_scopes")]
+    pub scopes: Vec<Scope>,
 }
 
 impl fmt::Debug for ApiToken {
@@ -62,8 +91,212 @@ impl fmt::Debug for ApiToken {
         f.debug_struct("ApiToken")
             .field("user", &self.user)
             .field("token", &"<redacted>")
+            .field("scopes", &self.scopes)
             .finish()
     }
+}
+
+fn default_token_scopes() -> Vec<Scope> {
+    vec![Scope::JobsRead, Scope::JobsSubmit, Scope::ToolsApprove]
+}
+
+/// Accounts and tokens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The `iss` of access tokens; the same in every gateway of one paddock.
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    /// The `aud` of access tokens.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// Lifetime of an access token (at most 15 minutes).
+    #[serde(default = "default_access_ttl", with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    /// How long an unused refresh token stays good.
+    #[serde(default = "default_refresh_ttl", with = "humantime_serde")]
+    pub refresh_token_ttl: Duration,
+    /// How long a sign-in lasts at most, however often it is refreshed.
+    #[serde(default = "default_session_ttl", with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// The Ed25519 private key (PKCS#8 PEM) that signs access tokens. Generated on
+    /// first start when missing; default `<data_dir>/jwt-signing-key.pem`.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// Earlier signing keys: tokens they signed still verify, and their public halves
+    /// stay in the JWKS, until these entries are removed (key rotation).
+    #[serde(default)]
+    pub retired_key_files: Vec<PathBuf>,
+    /// The accounts database; `database_url` when unset.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// The admin created when there is no user at all.
+    #[serde(default = "default_admin_user")]
+    pub admin_user: String,
+    /// A file holding the first admin's password. Without one, a random password is
+    /// generated and printed once on standard error.
+    #[serde(default)]
+    pub admin_password_file: Option<PathBuf>,
+    /// argon2id cost of new password hashes (OWASP's by default; lower only in tests).
+    #[serde(default)]
+    pub password_cost: PasswordCostSettings,
+    /// How long a failed login waits before it answers.
+    #[serde(default = "default_login_failure_delay", with = "humantime_serde")]
+    pub login_failure_delay: Duration,
+    /// How long a device authorization grant (RFC 8628) waits for approval.
+    #[serde(default = "default_device_grant_ttl", with = "humantime_serde")]
+    pub device_grant_ttl: Duration,
+    /// How often a device may poll for its grant.
+    #[serde(default = "default_device_grant_interval", with = "humantime_serde")]
+    pub device_grant_interval: Duration,
+    /// Take the client address from the last `X-Forwarded-For` entry (only behind a
+    /// proxy that sets it; otherwise clients could choose their own address).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            issuer: default_issuer(),
+            audience: default_audience(),
+            access_token_ttl: default_access_ttl(),
+            refresh_token_ttl: default_refresh_ttl(),
+            session_ttl: default_session_ttl(),
+            signing_key_file: None,
+            retired_key_files: Vec::new(),
+            database_url: None,
+            admin_user: default_admin_user(),
+            admin_password_file: None,
+            password_cost: PasswordCostSettings::default(),
+            login_failure_delay: default_login_failure_delay(),
+            device_grant_ttl: default_device_grant_ttl(),
+            device_grant_interval: default_device_grant_interval(),
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// The argon2id cost of new password hashes.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordCostSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for PasswordCostSettings {
+    fn default() -> Self {
+        let cost = PasswordCost::OWASP;
+        PasswordCostSettings {
+            memory_kib: cost.memory_kib,
+            iterations: cost.iterations,
+            parallelism: cost.parallelism,
+        }
+    }
+}
+
+impl From<PasswordCostSettings> for PasswordCost {
+    fn from(settings: PasswordCostSettings) -> Self {
+        PasswordCost {
+            memory_kib: settings.memory_kib,
+            iterations: settings.iterations,
+            parallelism: settings.parallelism,
+        }
+    }
+}
+
+/// One rate limit: `burst` requests at once, then one more every `every`. Each key
+/// (a user, a device, an address) has its own allowance.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub burst: u32,
+    #[serde(with = "humantime_serde")]
+    pub every: Duration,
+}
+
+/// Rate limits per endpoint. Each applies per address, per user and per device.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// `POST /v1/auth/login` and starting a device grant.
+    #[serde(default = "default_login_limit")]
+    pub login: RateLimit,
+    /// `POST /v1/auth/refresh` and device-grant polls.
+    #[serde(default = "default_refresh_limit")]
+    pub refresh: RateLimit,
+    /// `POST /v1/jobs`.
+    #[serde(default = "default_submit_limit")]
+    pub submit: RateLimit,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            login: default_login_limit(),
+            refresh: default_refresh_limit(),
+            submit: default_submit_limit(),
+        }
+    }
+}
+
+fn default_login_limit() -> RateLimit {
+    RateLimit {
+        burst: 10,
+        every: Duration::from_secs(6),
+    }
+}
+
+fn default_refresh_limit() -> RateLimit {
+    RateLimit {
+        burst: 30,
+        every: Duration::from_secs(2),
+    }
+}
+
+fn default_submit_limit() -> RateLimit {
+    RateLimit {
+        burst: 30,
+        every: Duration::from_secs(1),
+    }
+}
+
+fn default_issuer() -> String {
+    "paddock".into()
+}
+
+fn default_audience() -> String {
+    "paddock-api".into()
+}
+
+fn default_access_ttl() -> Duration {
+    MAX_ACCESS_TOKEN_TTL
+}
+
+fn default_refresh_ttl() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
+}
+
+fn default_admin_user() -> String {
+    "admin".into()
+}
+
+fn default_login_failure_delay() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_device_grant_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_device_grant_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// A project jobs can be submitted to.
@@ -101,10 +334,14 @@ impl Default for GatewayConfig {
             nats: NatsSettings::default(),
             streams: StreamSettings::default(),
             database_url: String::new(),
+            data_dir: None,
+            auth: AuthSettings::default(),
+            rate_limits: RateLimitSettings::default(),
             api_tokens: Vec::new(),
             projects: Vec::new(),
             max_prompt_bytes: default_max_prompt_bytes(),
             max_body_bytes: default_max_body_bytes(),
+            quotas: Default::default(),
         }
     }
 }
@@ -163,12 +400,7 @@ impl GatewayConfig {
                 "is not set (for example sqlite:///var/lib/paddock/ledger.db)",
             ));
         }
-        if self.api_tokens.is_empty() {
-            return Err(invalid(
-                "api_tokens",
-                "is empty: nobody could use the gateway",
-            ));
-        }
+        self.validate_auth()?;
         let mut tokens = HashSet::new();
         for (i, entry) in self.api_tokens.iter().enumerate() {
             if entry.user.trim().is_empty() || entry.user.chars().any(char::is_control) {
@@ -188,6 +420,12 @@ impl GatewayConfig {
                 return Err(invalid(
                     format!("api_tokens[{i}].token"),
                     "has whitespace or control characters, which a bearer header cannot carry",
+                ));
+            }
+            if entry.token.split('.').count() == 3 {
+                return Err(invalid(
+                    format!("api_tokens[{i}].token"),
+                    "has two '.', so it would be taken for a JWT access token",
                 ));
             }
             if !tokens.insert(entry.token.as_str()) {
@@ -251,10 +489,99 @@ impl GatewayConfig {
         Ok(())
     }
 
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        for (key, value) in [
+            ("auth.issuer", &auth.issuer),
+            ("auth.audience", &auth.audience),
+        ] {
+            if value.trim().is_empty() || value.chars().any(char::is_control) {
+                return Err(invalid(key, "is empty or has control characters"));
+            }
+        }
+        if auth.access_token_ttl.is_zero() || auth.access_token_ttl > MAX_ACCESS_TOKEN_TTL {
+            return Err(invalid(
+                "auth.access_token_ttl",
+                "must be above 0 and at most 15 minutes",
+            ));
+        }
+        if auth.refresh_token_ttl.is_zero() || auth.session_ttl < auth.refresh_token_ttl {
+            return Err(invalid(
+                "auth.refresh_token_ttl",
+                "must be above 0 and no longer than auth.session_ttl",
+            ));
+        }
+        if check_user_name(&auth.admin_user).is_err() {
+            return Err(invalid(
+                "auth.admin_user",
+                "must be 1 to 64 of a-z, 0-9, '.', '_' or '-'",
+            ));
+        }
+        if argon2_params_invalid(auth.password_cost) {
+            return Err(invalid(
+                "auth.password_cost",
+                "is not a valid argon2 cost (memory_kib >= 8 x parallelism, iterations >= 1, parallelism >= 1)",
+            ));
+        }
+        if auth.device_grant_ttl.is_zero() {
+            return Err(invalid("auth.device_grant_ttl", "must be above 0"));
+        }
+        for (key, limit) in [
+            ("rate_limits.login", self.rate_limits.login),
+            ("rate_limits.refresh", self.rate_limits.refresh),
+            ("rate_limits.submit", self.rate_limits.submit),
+        ] {
+            if limit.burst == 0 || limit.every.is_zero() {
+                return Err(invalid(key, "needs a burst and an interval above 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The accounts database: `auth.database_url`, else `database_url`.
+    pub fn accounts_database_url(&self) -> &str {
+        self.auth
+            .database_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
+            .unwrap_or(&self.database_url)
+    }
+
+    /// The gateway's folder: `data_dir`, else beside the SQLite database's file.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        let sqlite_file = self
+            .database_url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.database_url.strip_prefix("sqlite:"))
+            .map(|rest| rest.split('?').next().unwrap_or_default())
+            .filter(|path| !path.is_empty() && *path != ":memory:");
+        match sqlite_file.map(Path::new).and_then(Path::parent) {
+            Some(folder) => folder.join("gateway"),
+            None => PathBuf::from(".paddock/gateway"),
+        }
+    }
+
+    /// The signing key's file: `auth.signing_key_file`, else one in the data folder.
+    pub fn signing_key_file(&self) -> PathBuf {
+        self.auth
+            .signing_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("jwt-signing-key.pem"))
+    }
+
     /// The project named `name`, if configured.
     pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
         self.projects.iter().find(|p| p.name == name)
     }
+}
+
+fn argon2_params_invalid(cost: PasswordCostSettings) -> bool {
+    cost.parallelism == 0
+        || cost.iterations == 0
+        || cost.memory_kib < 8u32.saturating_mul(cost.parallelism)
 }
 
 fn with_overrides(mut figment: Figment, overrides: &ConfigOverrides) -> Figment {
@@ -354,8 +681,36 @@ mod tests {
             ),
             (
                 r#"database_url = "sqlite:///x"
+                   projects = [{ name = "web" }]
+                   [auth]
+                   access_token_ttl = "16m""#,
+                "auth.access_token_ttl",
+            ),
+            (
+                r#"database_url = "sqlite:///x"
+                   projects = [{ name = "web" }]
+                   [auth]
+                   admin_user = "Root""#,
+                "auth.admin_user",
+            ),
+            (
+                r#"database_url = "sqlite:///x"
+                   projects = [{ name = "web" }]
+                   [rate_limits]
+                   login = { burst = 0, every = "1s" }"#,
+                "rate_limits.login",
+            ),
+            (
+                r#"database_url = "sqlite:///x"
+                   api_tokens = [{ user = "ada", token = "a.b.c" }]
                    projects = [{ name = "web" }]"#,
-                "api_tokens",
+                "api_tokens[0].token",
+            ),
+            (
+                r#"database_url = "sqlite:///x"
+                   api_tokens = [{ user = "ada", token = "t", scopes = ["jobs:write"] }]
+                   projects = [{ name = "web" }]"#,
+                "jobs:write",
             ),
         ];
         for (toml, key) in cases {
@@ -376,6 +731,32 @@ mod tests {
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.nats.url, "nats://10.0.0.1:4222");
         assert_eq!(config.database_url, "sqlite:///other.db");
+    }
+
+    #[test]
+    fn service_tokens_are_optional_and_default_to_a_users_scopes() {
+        let config = parse(
+            r#"database_url = "sqlite:///x"
+               projects = [{ name = "web" }]"#,
+        )
+        .expect("valid without service tokens");
+        assert!(config.api_tokens.is_empty());
+        assert_eq!(config.auth.access_token_ttl, MAX_ACCESS_TOKEN_TTL);
+        assert_eq!(config.accounts_database_url(), "sqlite:///x");
+        assert_eq!(
+            config.signing_key_file(),
+            PathBuf::from("/gateway/jwt-signing-key.pem"),
+            "beside the SQLite file"
+        );
+        let mut config = config;
+        config.database_url = "sqlite:///var/lib/paddock/ledger.db?mode=rwc".into();
+        assert_eq!(config.data_dir(), PathBuf::from("/var/lib/paddock/gateway"));
+        config.database_url = "postgres://db/paddock".into();
+        assert_eq!(config.data_dir(), PathBuf::from(".paddock/gateway"));
+        config.data_dir = Some("/srv/paddock".into());
+        assert_eq!(config.data_dir(), PathBuf::from("/srv/paddock"));
+        let config = parse(GOOD).expect("valid");
+        assert_eq!(config.api_tokens[0].scopes, default_token_scopes());
     }
 
     #[test]

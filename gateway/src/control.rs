@@ -62,7 +62,7 @@ pub async fn send(
 pub async fn node_answers(state: &AppState, node: &str) -> bool {
     let request = async_nats::Request::new()
         .payload("ping".into())
-        .timeout(Some(Duration::from_secs(1)));
+        .timeout(Some(Duration::from_secs(3)));
     state
         .nats()
         .send_request(subjects::node_ping(node), request)

@@ -28,7 +28,20 @@ pub mod code {
     pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
     pub const UNAVAILABLE: &str = "unavailable";
     pub const NODE_GONE: &str = "node_gone";
+    pub const QUOTA_EXCEEDED: &str = "quota_exceeded";
     pub const INTERNAL: &str = "internal";
+    pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
+    pub const TOTP_REQUIRED: &str = "totp_required";
+    pub const INVALID_GRANT: &str = "invalid_grant";
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// RFC 8628 §3.5: the device grant is not decided yet.
+    pub const AUTHORIZATION_PENDING: &str = "authorization_pending";
+    /// RFC 8628 §3.5: poll less often.
+    pub const SLOW_DOWN: &str = "slow_down";
+    /// RFC 8628 §3.5: the user denied the device grant.
+    pub const ACCESS_DENIED: &str = "access_denied";
+    /// RFC 8628 §3.5: the device grant expired.
+    pub const EXPIRED_TOKEN: &str = "expired_token";
 }
 
 /// A client-facing failure. The message is for a person and never holds a secret.
@@ -61,8 +74,34 @@ pub enum ApiError {
     /// The node that holds a session is not connected.
     #[error("{0}")]
     NodeGone(String),
+    /// A per-user quota refuses the request.
+    #[error("{message}")]
+    QuotaExceeded {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("internal error")]
     Internal,
+    /// A login with a wrong user, password or TOTP code (which one is not said).
+    #[error("the user name, password or one-time code is wrong")]
+    InvalidCredentials,
+    /// The password was right; this user also needs a TOTP code.
+    #[error("this account needs a one-time code (totp)")]
+    TotpRequired,
+    /// A refresh token or device code that cannot be used.
+    #[error("{0}")]
+    InvalidGrant(String),
+    /// Too many requests; try again after this many seconds.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the device authorization is not decided yet")]
+    AuthorizationPending,
+    #[error("polling too often; wait longer between polls")]
+    SlowDown,
+    #[error("the device authorization was denied")]
+    AccessDenied,
+    #[error("the device authorization expired; start again")]
+    ExpiredToken,
 }
 
 impl ApiError {
@@ -81,7 +120,16 @@ impl ApiError {
             ApiError::BadPath(_) => code::BAD_PATH,
             ApiError::Unavailable(_) => code::UNAVAILABLE,
             ApiError::NodeGone(_) => code::NODE_GONE,
+            ApiError::QuotaExceeded { .. } => code::QUOTA_EXCEEDED,
             ApiError::Internal => code::INTERNAL,
+            ApiError::InvalidCredentials => code::INVALID_CREDENTIALS,
+            ApiError::TotpRequired => code::TOTP_REQUIRED,
+            ApiError::InvalidGrant(_) => code::INVALID_GRANT,
+            ApiError::RateLimited { .. } => code::RATE_LIMITED,
+            ApiError::AuthorizationPending => code::AUTHORIZATION_PENDING,
+            ApiError::SlowDown => code::SLOW_DOWN,
+            ApiError::AccessDenied => code::ACCESS_DENIED,
+            ApiError::ExpiredToken => code::EXPIRED_TOKEN,
         }
     }
 
@@ -100,7 +148,16 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::InvalidCredentials | ApiError::TotpRequired | ApiError::InvalidGrant(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::AuthorizationPending
+            | ApiError::SlowDown
+            | ApiError::AccessDenied
+            | ApiError::ExpiredToken => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -124,10 +181,23 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
+        if let ApiError::QuotaExceeded {
+            retry_after_secs, ..
+        } = &self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if matches!(self, ApiError::Unauthorized) {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs.max(1)),
+            );
         }
         response
     }
@@ -137,6 +207,21 @@ impl From<LedgerError> for ApiError {
     fn from(error: LedgerError) -> Self {
         tracing::warn!(error = %error, "job ledger failed");
         ApiError::Unavailable("the job ledger is unavailable; try again".into())
+    }
+}
+
+impl From<paddock_accounts::AccountsError> for ApiError {
+    fn from(error: paddock_accounts::AccountsError) -> Self {
+        use paddock_accounts::AccountsError as E;
+        match error {
+            E::Invalid { .. } => ApiError::BadRequest(error.to_string()),
+            E::UserExists(_) => ApiError::Conflict(error.to_string()),
+            E::NoSuchUser(_) | E::NoSuchDevice(_) => ApiError::NotFound(error.to_string()),
+            other => {
+                tracing::warn!(error = %other, "accounts store failed");
+                ApiError::Unavailable("the accounts store is unavailable; try again".into())
+            }
+        }
     }
 }
 
@@ -209,6 +294,20 @@ mod tests {
             (ApiError::BadPath("x".into()), 400, "bad_path"),
             (ApiError::Unavailable("x".into()), 503, "unavailable"),
             (ApiError::Internal, 500, "internal"),
+            (ApiError::InvalidCredentials, 401, "invalid_credentials"),
+            (ApiError::TotpRequired, 401, "totp_required"),
+            (ApiError::InvalidGrant("x".into()), 401, "invalid_grant"),
+            (
+                ApiError::RateLimited {
+                    retry_after_secs: 3,
+                },
+                429,
+                "rate_limited",
+            ),
+            (ApiError::AuthorizationPending, 400, "authorization_pending"),
+            (ApiError::SlowDown, 400, "slow_down"),
+            (ApiError::AccessDenied, 400, "access_denied"),
+            (ApiError::ExpiredToken, 400, "expired_token"),
         ];
         for (error, status, code) in cases {
             assert_eq!(error.status().as_u16(), status, "{error:?}");

@@ -5,19 +5,24 @@
 //! requests to the node that runs a job, and streams events live over WebSockets. It
 //! keeps no state of its own, so several gateways can run behind a load balancer.
 //!
-//! Map: [`config`] (what it is told), [`auth`] (who calls) and [`access`] (what they
-//! may see), [`routes`] (the HTTP surface, one file per concern), [`ws`] (live
+//! Map: [`config`] (what it is told), [`auth`] (who calls: access tokens from
+//! [`jwt`], accounts from `paddock_accounts`) and [`access`] (what they may do and
+//! see), [`limits`] (rate limits), [`audit`] (the audit log's entries), [`routes`] (the HTTP surface, one file per concern), [`ws`] (live
 //! events), [`validate`] (checks on submissions), [`error`] (every failure's code and
 //! status), [`extract`] (request parsing with those errors), [`state`] (what handlers
 //! share). The wire types are `paddock_contract::api`; NATS plumbing is `paddock_bus`;
 //! the ledger is `paddock_ledger`.
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod control;
 pub mod error;
 pub mod extract;
+pub mod jwt;
+pub mod limits;
+pub mod quotas;
 pub mod routes;
 pub mod state;
 pub mod validate;
@@ -53,10 +58,14 @@ pub async fn run(
         .local_addr()
         .context("reading the listener's address")?;
     tracing::info!(%address, "gateway listening");
-    axum::serve(listener, routes::router(state.clone()))
+    let forgetting = tokio::spawn(forget_idle_limits(state.clone(), shutdown.clone()));
+    let app =
+        routes::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .context("serving HTTP")?;
+    forgetting.abort();
     state.sessions().close();
     if tokio::time::timeout(SESSION_GRACE, state.sessions().wait())
         .await
@@ -71,8 +80,83 @@ pub async fn run(
     Ok(())
 }
 
+/// Drops the rate limiters' idle keys every minute, so memory follows the number of
+/// recent clients, not of all clients ever.
+async fn forget_idle_limits(state: AppState, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => state.auth().limits().forget_idle(),
+        }
+    }
+}
+
+/// Opens the accounts store, loads (or makes) the signing key and creates the first
+/// admin when there is no user yet.
+async fn open_auth(config: &GatewayConfig) -> anyhow::Result<auth::Authenticator> {
+    let options = paddock_accounts::AccountsOptions {
+        password_cost: config.auth.password_cost.into(),
+        refresh_token_ttl: config.auth.refresh_token_ttl,
+        refresh_family_ttl: config.auth.session_ttl,
+        ..paddock_accounts::AccountsOptions::default()
+    };
+    let accounts =
+        paddock_accounts::Accounts::connect_with(config.accounts_database_url(), options)
+            .await
+            .context("opening the accounts store (auth.database_url or database_url)")?;
+    let key_file = config.signing_key_file();
+    let keys = jwt::TokenKeys::load_or_generate(
+        &key_file,
+        &config.auth.retired_key_files,
+        &config.auth.issuer,
+        &config.auth.audience,
+        config.auth.access_token_ttl,
+    )
+    .context("loading the JWT signing key (auth.signing_key_file)")?;
+    create_first_admin(config, &accounts).await?;
+    accounts.warm_up().await;
+    Ok(auth::Authenticator::new(config, accounts, keys))
+}
+
+/// With no user at all, creates `auth.admin_user` with every scope. Its password
+/// comes from `auth.admin_password_file`, or is generated and printed once on
+/// standard error (never logged).
+async fn create_first_admin(
+    config: &GatewayConfig,
+    accounts: &paddock_accounts::Accounts,
+) -> anyhow::Result<()> {
+    if accounts.user_count().await? > 0 {
+        return Ok(());
+    }
+    let name = &config.auth.admin_user;
+    let (password, generated) = match &config.auth.admin_password_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading auth.admin_password_file {}", file.display()))?;
+            (text.trim_end_matches(['\r', '\n']).to_string(), false)
+        }
+        None => (paddock_accounts::new_token("")?, true),
+    };
+    if accounts
+        .create_first_admin(name, &password)
+        .await?
+        .is_some()
+    {
+        tracing::info!(user = %name, "created the first admin");
+        if generated {
+            eprintln!(
+                "paddock-gateway: created the admin user {name:?} with the password {password}\n\
+                 paddock-gateway: it is shown only this once; sign in with `paddock login --user {name}` and change it"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Connects to NATS (ensuring the streams) and the ledger.
 async fn connect(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<AppState> {
+    let auth = open_auth(&config).await?;
     let nats = paddock_bus::connect(&config.nats, "paddock-gateway").await?;
     let jetstream = jetstream::new(nats.clone());
     paddock_bus::ensure_streams(&jetstream, &config.streams).await?;
@@ -82,6 +166,7 @@ async fn connect(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::
         .context("opening the job ledger (database_url)")?;
     Ok(AppState::new(StateParts {
         config,
+        auth,
         nats,
         jetstream,
         events,

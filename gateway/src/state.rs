@@ -1,6 +1,7 @@
-//! The state every handler shares: the validated config, the authenticator, the NATS
-//! client and JetStream context, the event log, the ledger, and the tracker and token
-//! that let WebSocket sessions (which outlive their HTTP request) stop on shutdown.
+//! The state every handler shares: the validated config, the authenticator (accounts,
+//! token keys, rate limits), the NATS client and JetStream context, the event log,
+//! the ledger, and the tracker and token that let WebSocket sessions (which outlive
+//! their HTTP request) stop on shutdown.
 //! Cheap to clone; holds nothing per request, so several gateways can run side by side.
 
 use crate::auth::Authenticator;
@@ -31,6 +32,8 @@ struct Inner {
 /// Everything [`AppState::new`] takes, named.
 pub struct StateParts {
     pub config: GatewayConfig,
+    /// Accounts, token keys and rate limits.
+    pub auth: Authenticator,
     pub nats: async_nats::Client,
     pub jetstream: jetstream::Context,
     pub events: EventLog,
@@ -43,7 +46,7 @@ impl AppState {
     pub fn new(parts: StateParts) -> Self {
         AppState {
             inner: Arc::new(Inner {
-                auth: Authenticator::new(&parts.config.api_tokens),
+                auth: parts.auth,
                 config: parts.config,
                 nats: parts.nats,
                 jetstream: parts.jetstream,

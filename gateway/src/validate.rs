@@ -144,6 +144,7 @@ mod tests {
             api_tokens: vec![ApiToken {
                 user: "ada".into(),
                 token: "t".into(),
+                scopes: Vec::new(),
             }],
             projects: vec![ProjectConfig {
                 name: "web".into(),

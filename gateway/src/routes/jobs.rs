@@ -83,13 +83,10 @@ pub async fn list_jobs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Role;
+    use crate::auth::{Identity, ScopeSet};
 
     fn ada() -> Caller {
-        Caller {
-            user: "ada".into(),
-            role: Role::User,
-        }
+        Caller::new("ada", ScopeSet::default_user(), Identity::Service)
     }
 
     #[test]

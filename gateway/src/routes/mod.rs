@@ -10,11 +10,22 @@
 //! | `POST /v1/jobs/{id}/cancel` | [`cancel`] |
 //! | `POST /v1/jobs/{id}/messages`, `…/approvals/{request_id}`, `…/interrupt` | [`session`] |
 //! | `GET /v1/ws` | [`crate::ws`] |
+//! | `GET /v1/nodes`, `POST /v1/nodes/{name}/drain`, `…/undrain`, `…/cordon` | [`nodes`] |
+//! | `/v1/auth/…`, `GET /.well-known/jwks.json` | [`auth`], [`auth_device`] |
+//! | `/v1/users…`, `GET /v1/audit` | [`auth_users`] |
+//!
+//! Who may call each route, its rate limit and its auditing are in
+//! [`crate::access::ROUTES`]; the `Caller` extractor applies them, and the
+//! [`crate::audit::record_changes`] layer records state changes.
 
+pub mod auth;
+pub mod auth_device;
+pub mod auth_users;
 pub mod cancel;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod nodes;
 pub mod session;
 pub mod submit;
 
@@ -23,7 +34,7 @@ use crate::state::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post};
 use tower_http::trace::TraceLayer;
 
 pub fn router(state: AppState) -> Router {
@@ -42,8 +53,36 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/jobs/{id}/interrupt", post(session::post_interrupt))
         .route("/v1/ws", get(crate::ws::upgrade))
+        .route("/v1/nodes", get(nodes::list_nodes))
+        .route("/v1/nodes/{name}/drain", post(nodes::drain_node))
+        .route("/v1/nodes/{name}/undrain", post(nodes::undrain_node))
+        .route("/v1/nodes/{name}/cordon", post(nodes::cordon_node))
+        .route("/.well-known/jwks.json", get(auth::jwks))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/refresh", post(auth::refresh))
+        .route("/v1/auth/logout", post(auth::logout))
+        .route("/v1/auth/me", get(auth::me))
+        .route("/v1/auth/devices", get(auth::devices))
+        .route("/v1/auth/devices/{id}", delete(auth::revoke_device))
+        .route("/v1/auth/totp", post(auth::begin_totp))
+        .route("/v1/auth/totp/confirm", post(auth::confirm_totp))
+        .route("/v1/auth/totp/disable", post(auth::disable_totp))
+        .route("/v1/auth/password", post(auth::change_password))
+        .route("/v1/auth/device", post(auth_device::start))
+        .route("/v1/auth/device/token", post(auth_device::token))
+        .route("/v1/auth/device/approve", post(auth_device::approve))
+        .route(
+            "/v1/users",
+            get(auth_users::list).post(auth_users::create),
+        )
+        .route("/v1/users/{name}", patch(auth_users::update))
+        .route("/v1/audit", get(auth_users::audit_log))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::record_changes,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         // The span names the path only: a query may hold an access token.
         .layer(

@@ -8,7 +8,7 @@
 //! | `POST /v1/jobs/{id}/interrupt` | stops the current turn; the session goes on |
 
 use crate::access::visible_job;
-use crate::auth::Caller;
+use crate::auth::{Caller, Scope};
 use crate::control::{self, ControlOutcome};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, JobIdPath};
@@ -75,6 +75,8 @@ pub async fn send_message(
     id: JobId,
     text: String,
 ) -> Result<MessageAccepted, ApiError> {
+    // The WebSocket reaches this with a `jobs:read` socket: check the scope here too.
+    caller.require(Scope::JobsSubmit)?;
     check_prompt(&text, state.config().max_prompt_bytes)?;
     let job = visible_job(state, caller, id).await?;
     if !job.status.is_terminal() {
@@ -144,6 +146,7 @@ async fn resume(
         .find(|p| p.name == job.project)
         .map(|p| p.pool.clone())
         .unwrap_or_else(|| "default".into());
+    let limits = crate::quotas::admit(state, &caller.user).await?;
     let spec = JobSpec {
         version: CONTRACT_VERSION,
         id: JobId::new(),
@@ -158,6 +161,7 @@ async fn resume(
             session_id,
             node,
         }),
+        limits,
     };
     state.ledger().record_submission(&spec).await?;
     record_queued(state, &spec).await?;
@@ -178,6 +182,7 @@ pub async fn decide(
     allow: bool,
     reason: Option<String>,
 ) -> Result<(), ApiError> {
+    caller.require(Scope::ToolsApprove)?;
     let job = visible_job(state, caller, id).await?;
     if job.status.is_terminal() {
         return Err(ApiError::AlreadyEnded(format!(
@@ -195,6 +200,7 @@ pub async fn decide(
 
 /// Interrupts the job's current turn.
 pub async fn interrupt(state: &AppState, caller: &Caller, id: JobId) -> Result<(), ApiError> {
+    caller.require(Scope::JobsSubmit)?;
     let job = visible_job(state, caller, id).await?;
     if job.status.is_terminal() {
         return Err(ApiError::AlreadyEnded(format!(

@@ -47,6 +47,11 @@ pub async fn submit_job(
     if let Some(job) = &existing {
         ensure_same_job(job, &submit, &caller)?;
     }
+    let limits = match &existing {
+        // A retried submission was admitted the first time.
+        Some(_) => paddock_contract::JobLimits::default(),
+        None => crate::quotas::admit(&state, &caller.user).await?,
+    };
     let spec = JobSpec {
         version: CONTRACT_VERSION,
         id,
@@ -60,6 +65,7 @@ pub async fn submit_job(
             .as_ref()
             .map_or_else(now_unix_ms, |job| job.created_at_ms),
         resume: None,
+        limits,
     };
 
     state.ledger().record_submission(&spec).await?;

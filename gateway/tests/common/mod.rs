@@ -1,14 +1,23 @@
-//! The gateway under test: a real nats-server (testkit), a SQLite ledger in a temp
-//! dir, and the gateway started with `run` on a port-0 listener. Tests talk to it with
-//! reqwest and tokio-tungstenite like a client, and look behind it with their own
-//! NATS connection, event log and ledger handle. Dropping it stops everything.
+//! The gateway under test: a real nats-server (testkit), a SQLite ledger and
+//! accounts store in a temp dir, a signing key the test knows, and the gateway started
+//! with `run` on a port-0 listener. Tests talk to it with reqwest and
+//! tokio-tungstenite like a client, and look behind it with their own NATS
+//! connection, event log, ledger and accounts handles. Dropping it stops everything.
+//!
+//! `ADA` and `BOB` are service tokens (the config's `api_tokens`) with a plain user's
+//! scopes; [`TestGateway::login`] signs in real accounts. The first admin is `admin`
+//! with [`ADMIN_PASSWORD`]. Password hashing runs at argon2's cheapest cost here:
+//! unoptimised builds would spend seconds per hash at OWASP's.
 
 #![allow(dead_code)]
 
 use async_nats::jetstream;
+use paddock_accounts::{Accounts, Scope, ScopeSet};
 use paddock_bus::{EventLog, JobEventWriter, NatsSettings};
 use paddock_contract::api::{JobAccepted, SubmitJob};
 use paddock_contract::{EventBody, JobId, JobOptions, subjects};
+use paddock_gateway::config::{PasswordCostSettings, RateLimit, RateLimitSettings};
+use paddock_gateway::jwt::TokenKeys;
 use paddock_gateway::{ApiToken, GatewayConfig, ProjectConfig};
 use paddock_ledger::Ledger;
 use paddock_testkit::{NatsServer, eventually};
@@ -21,6 +30,10 @@ use tokio_util::sync::CancellationToken;
 pub const ADA: &str = "token-of-ada-0123456789";
 pub const BOB: &str = "token-of-bob-0123456789";
 pub const WAIT: Duration = Duration::from_secs(15);
+pub const ADMIN_PASSWORD: &str = "admin password for tests";
+pub const PASSWORD: &str = "a long enough password";
+pub const ISSUER: &str = "paddock-test";
+pub const AUDIENCE: &str = "paddock-test-api";
 
 pub struct TestGateway {
     pub address: SocketAddr,
@@ -29,6 +42,9 @@ pub struct TestGateway {
     pub events: EventLog,
     pub ledger: Ledger,
     pub nats_client: async_nats::Client,
+    pub accounts: Accounts,
+    /// The gateway's signing key (PKCS#8 DER), so tests can forge tokens.
+    pub signing_key: Vec<u8>,
     pub shutdown: CancellationToken,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     _nats: NatsServer,
@@ -42,14 +58,44 @@ pub fn config_for(nats: &NatsServer, dir: &std::path::Path) -> GatewayConfig {
             ..NatsSettings::default()
         },
         database_url: format!("sqlite://{}", dir.join("ledger.db").display()),
+        data_dir: Some(dir.join("gateway")),
+        auth: paddock_gateway::config::AuthSettings {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            admin_password_file: Some(dir.join("admin-password")),
+            password_cost: PasswordCostSettings {
+                memory_kib: 8,
+                iterations: 1,
+                parallelism: 1,
+            },
+            login_failure_delay: Duration::from_millis(20),
+            device_grant_interval: Duration::ZERO,
+            ..Default::default()
+        },
+        rate_limits: RateLimitSettings {
+            login: RateLimit {
+                burst: 1000,
+                every: Duration::from_millis(1),
+            },
+            refresh: RateLimit {
+                burst: 1000,
+                every: Duration::from_millis(1),
+            },
+            submit: RateLimit {
+                burst: 1000,
+                every: Duration::from_millis(1),
+            },
+        },
         api_tokens: vec![
             ApiToken {
                 user: "ada".into(),
                 token: ADA.into(),
+                scopes: vec![Scope::JobsRead, Scope::JobsSubmit, Scope::ToolsApprove],
             },
             ApiToken {
                 user: "bob".into(),
                 token: BOB.into(),
+                scopes: vec![Scope::JobsRead, Scope::JobsSubmit, Scope::ToolsApprove],
             },
         ],
         projects: vec![
@@ -82,7 +128,21 @@ impl TestGateway {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let mut config = config_for(&nats, dir.path());
         adjust(&mut config);
+        std::fs::write(
+            dir.path().join("admin-password"),
+            format!("{ADMIN_PASSWORD}\n"),
+        )
+        .unwrap_or_else(|e| panic!("admin password: {e}"));
+        let signing_key =
+            paddock_gateway::jwt::generate_pkcs8().unwrap_or_else(|e| panic!("signing key: {e}"));
+        let key_file = config.signing_key_file();
+        if let Some(folder) = key_file.parent() {
+            std::fs::create_dir_all(folder).unwrap_or_else(|e| panic!("key folder: {e}"));
+        }
+        std::fs::write(&key_file, paddock_gateway::jwt::pem_encode(&signing_key))
+            .unwrap_or_else(|e| panic!("key file: {e}"));
         let database_url = config.database_url.clone();
+        let accounts_url = config.accounts_database_url().to_string();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("bind: {e}"));
@@ -115,6 +175,15 @@ impl TestGateway {
         let ledger = Ledger::connect(&database_url)
             .await
             .unwrap_or_else(|e| panic!("ledger: {e}"));
+        let accounts = Accounts::connect_with(
+            &accounts_url,
+            paddock_accounts::AccountsOptions {
+                password_cost: paddock_accounts::PasswordCost::TEST_ONLY,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("accounts: {e}"));
         TestGateway {
             address,
             http,
@@ -122,6 +191,8 @@ impl TestGateway {
             events,
             ledger,
             nats_client,
+            accounts,
+            signing_key,
             shutdown,
             server: Some(server),
             _nats: nats,
@@ -131,6 +202,75 @@ impl TestGateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
+    }
+
+    /// Keys like the gateway's, with another issuer, audience or lifetime as asked.
+    pub fn keys_with(&self, issuer: &str, audience: &str) -> TokenKeys {
+        TokenKeys::from_pkcs8(
+            &self.signing_key,
+            &[],
+            issuer,
+            audience,
+            Duration::from_secs(900),
+        )
+        .unwrap_or_else(|e| panic!("keys: {e}"))
+    }
+
+    /// Creates a user with `scopes` (password [`PASSWORD`]).
+    pub async fn create_user(&self, name: &str, scopes: &[Scope]) {
+        self.accounts
+            .create_user(name, PASSWORD, &ScopeSet::new(scopes.iter().copied()))
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    }
+
+    /// `POST /v1/auth/login`; returns the status and the JSON body.
+    pub async fn login_raw(&self, user: &str, password: &str, totp: Option<&str>) -> (u16, Value) {
+        let mut body = serde_json::json!({
+            "user": user,
+            "password": password,
+            "device_name": format!("{user}'s test device"),
+        });
+        if let Some(code) = totp {
+            body["totp"] = Value::String(code.into());
+        }
+        self.post_json(None, "/v1/auth/login", &body).await
+    }
+
+    /// Signs in; returns (access token, refresh token, device id).
+    pub async fn login(&self, user: &str, password: &str) -> (String, String, String) {
+        let (status, json) = self.login_raw(user, password, None).await;
+        assert_eq!(status, 200, "login of {user}: {json}");
+        let field = |name: &str| {
+            json[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {name} in {json}"))
+                .to_string()
+        };
+        (
+            field("access_token"),
+            field("refresh_token"),
+            field("device_id"),
+        )
+    }
+
+    /// Signs in as the first admin; returns the access token.
+    pub async fn admin(&self) -> String {
+        self.login("admin", ADMIN_PASSWORD).await.0
+    }
+
+    /// POSTs JSON, with a bearer token if given.
+    pub async fn post_json(&self, token: Option<&str>, path: &str, body: &Value) -> (u16, Value) {
+        let mut request = self.http.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub fn ws_url(&self, token: &str) -> String {
