@@ -16,7 +16,9 @@ pub struct StreamSettings {
     /// How long events are kept.
     #[serde(with = "humantime_serde_compat")]
     pub events_max_age: Duration,
-    /// Upper bound on the events stream's size; oldest events go first.
+    /// Upper bound on the events stream's size; oldest events go first. JetStream
+    /// reserves this much disk on every server that holds the stream: raise it (and
+    /// `events_max_age`) to what the machines can spare.
     pub events_max_bytes: i64,
     /// A node that stops acknowledging progress loses its job after this long, and
     /// JetStream delivers it to another node.
@@ -33,7 +35,7 @@ impl Default for StreamSettings {
         StreamSettings {
             replicas: 1,
             events_max_age: Duration::from_secs(7 * 24 * 3600),
-            events_max_bytes: 4 * 1024 * 1024 * 1024,
+            events_max_bytes: 1024 * 1024 * 1024,
             ack_wait: Duration::from_secs(30),
             max_attempts: 3,
             max_message_bytes: 1024 * 1024,
