@@ -73,6 +73,13 @@ pub struct GatewayConfig {
     /// Per-user quotas (unlimited when unset).
     #[serde(default)]
     pub quotas: crate::quotas::QuotaConfig,
+    /// Where Prometheus scrapes `/metrics` (with `/healthz` and `/readyz`), apart from
+    /// the public API: `127.0.0.1:9470` in `ops/prometheus`. None: not served.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// An OTLP/HTTP collector for traces (`http://127.0.0.1:4318`); none: not exported.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// A static service token and the user it acts as. `Debug` never shows the token.
@@ -342,6 +349,8 @@ impl Default for GatewayConfig {
             max_prompt_bytes: default_max_prompt_bytes(),
             max_body_bytes: default_max_body_bytes(),
             quotas: Default::default(),
+            metrics_listen: None,
+            otlp_endpoint: None,
         }
     }
 }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use paddock_bus::EventLogError;
 use paddock_contract::api::{ErrorBody, ErrorDetail};
 use paddock_ledger::LedgerError;
+use paddock_telemetry::http::Refusal;
 
 /// The stable error codes of the API.
 pub mod code {
@@ -181,6 +182,24 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
+        // What the metrics middleware counts as a refusal.
+        let refusal = match &self {
+            ApiError::Unauthorized => Some(Refusal::Auth("unauthorized".into())),
+            ApiError::Forbidden(_) => Some(Refusal::Auth("forbidden".into())),
+            ApiError::RateLimited { .. } => Some(Refusal::RateLimit("request".into())),
+            ApiError::QuotaExceeded { message, .. } => Some(Refusal::Quota(
+                message
+                    .split(':')
+                    .next()
+                    .and_then(|head| head.strip_prefix("quota "))
+                    .unwrap_or("quota")
+                    .to_string(),
+            )),
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            response.extensions_mut().insert(refusal);
+        }
         if let ApiError::QuotaExceeded {
             retry_after_secs, ..
         } = &self

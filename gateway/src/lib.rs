@@ -50,10 +50,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let state = tokio::select! {
+    let (state, registry) = tokio::select! {
         state = connect(config, shutdown.clone()) => state?,
         () = shutdown.cancelled() => return Ok(()),
     };
+    serve_metrics(&state, registry).await?;
     let address = listener
         .local_addr()
         .context("reading the listener's address")?;
@@ -61,6 +62,10 @@ pub async fn run(
     let forgetting = tokio::spawn(forget_idle_limits(state.clone(), shutdown.clone()));
     let app =
         routes::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Small WebSocket frames must not wait for the client's delayed ACK (Nagle).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
@@ -155,16 +160,22 @@ async fn create_first_admin(
 }
 
 /// Connects to NATS (ensuring the streams) and the ledger.
-async fn connect(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<AppState> {
+async fn connect(
+    config: GatewayConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(AppState, prometheus::Registry)> {
     let auth = open_auth(&config).await?;
     let nats = paddock_bus::connect(&config.nats, "paddock-gateway").await?;
+    let registry = paddock_telemetry::new_registry("paddock-gateway")?;
+    let metrics = paddock_telemetry::GatewayMetrics::register(&registry)?;
+    paddock_telemetry::NatsMetrics::register(&registry, nats.clone())?;
     let jetstream = jetstream::new(nats.clone());
     paddock_bus::ensure_streams(&jetstream, &config.streams).await?;
     let events = EventLog::open(jetstream.clone()).await?;
     let ledger = Ledger::connect(&config.database_url)
         .await
         .context("opening the job ledger (database_url)")?;
-    Ok(AppState::new(StateParts {
+    let state = AppState::new(StateParts {
         config,
         auth,
         nats,
@@ -173,5 +184,38 @@ async fn connect(config: GatewayConfig, shutdown: CancellationToken) -> anyhow::
         ledger,
         sessions: TaskTracker::new(),
         shutdown,
-    }))
+        metrics,
+    });
+    Ok((state, registry))
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` for Prometheus on `metrics_listen`.
+async fn serve_metrics(state: &AppState, registry: prometheus::Registry) -> anyhow::Result<()> {
+    let Some(address) = state.config().metrics_listen else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} (metrics_listen)"))?;
+    let ledger = state.ledger().clone();
+    let readiness = paddock_telemetry::Readiness::new()
+        .with_check(paddock_telemetry::checks::nats_connected(
+            state.nats().clone(),
+        ))
+        .with_check(paddock_telemetry::ReadinessCheck::new(
+            "database",
+            move || {
+                let ledger = ledger.clone();
+                async move { ledger.ping().await.map_err(|e| e.to_string()) }
+            },
+        ));
+    let shutdown = state.shutdown().clone();
+    tokio::spawn(async move {
+        if let Err(e) =
+            paddock_telemetry::http::serve(listener, registry, readiness, shutdown).await
+        {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok(())
 }

@@ -8,7 +8,6 @@ use paddock_gateway::{ConfigOverrides, GatewayConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Paddock's HTTP and WebSocket API.
 ///
@@ -37,29 +36,24 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_json);
     let overrides = ConfigOverrides {
         listen: args.listen,
         nats_url: args.nats_url,
         database_url: args.database_url,
     };
     let config = GatewayConfig::load(args.config.as_deref(), &overrides)?;
+    // Logs, and traces over OTLP when configured; the guard flushes them at exit.
+    let _telemetry = paddock_telemetry::init(
+        "paddock-gateway",
+        config.otlp_endpoint.clone(),
+        args.log_json,
+    )?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     paddock_gateway::run(listener, config, shutdown).await
-}
-
-fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -27,6 +27,7 @@ struct Inner {
     ledger: Ledger,
     sessions: TaskTracker,
     shutdown: CancellationToken,
+    metrics: paddock_telemetry::GatewayMetrics,
 }
 
 /// Everything [`AppState::new`] takes, named.
@@ -40,6 +41,7 @@ pub struct StateParts {
     pub ledger: Ledger,
     pub sessions: TaskTracker,
     pub shutdown: CancellationToken,
+    pub metrics: paddock_telemetry::GatewayMetrics,
 }
 
 impl AppState {
@@ -54,6 +56,7 @@ impl AppState {
                 ledger: parts.ledger,
                 sessions: parts.sessions,
                 shutdown: parts.shutdown,
+                metrics: parts.metrics,
             }),
         }
     }
@@ -90,5 +93,9 @@ impl AppState {
     /// Cancelled when the gateway stops.
     pub fn shutdown(&self) -> &CancellationToken {
         &self.inner.shutdown
+    }
+
+    pub fn metrics(&self) -> &paddock_telemetry::GatewayMetrics {
+        &self.inner.metrics
     }
 }

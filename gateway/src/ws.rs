@@ -67,6 +67,7 @@ pub async fn upgrade(
 
 /// Serves one socket until it closes, then ends its subscriptions.
 async fn run_session(state: AppState, caller: Caller, socket: WebSocket) {
+    let _open = state.metrics().websocket_opened();
     let (outbox, mut inbox) = mpsc::channel(OUTBOX);
     let mut session = Session::new(state, caller, outbox);
     let user = session.caller.user.clone();
@@ -303,6 +304,9 @@ impl Session {
                 message,
             } => {
                 if current(&self.subscriptions, &job, subscription) {
+                    if matches!(*message, ServerMessage::Event { .. }) {
+                        self.state.metrics().websocket_events_sent(1);
+                    }
                     vec![encode(*message)]
                 } else {
                     Vec::new()

@@ -83,6 +83,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::audit::record_changes,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics().clone(),
+            paddock_telemetry::http::track_requests,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         // The span names the path only: a query may hold an access token.
         .layer(

@@ -88,6 +88,7 @@ pub async fn submit_job(
     if status == JobStatus::Queued {
         publish(&state, &spec).await?;
     }
+    state.metrics().job_submitted(&spec.project);
     tracing::info!(job = %id, project = %spec.project, pool = %spec.pool, user = %caller.user, "job submitted");
     Ok((
         StatusCode::ACCEPTED,
@@ -130,6 +131,7 @@ pub(crate) async fn record_queued(
         ApiError::Internal
     })?;
     let message = PublishMessage::build()
+        .headers(paddock_telemetry::propagation::headers())
         .payload(payload.into())
         .message_id(format!("{}.1.{QUEUED_WRITER}", spec.id))
         .expected_last_subject_sequence(0);
@@ -174,6 +176,7 @@ pub(crate) async fn publish(state: &AppState, spec: &JobSpec) -> Result<(), ApiE
         ApiError::Internal
     })?;
     let message = PublishMessage::build()
+        .headers(paddock_telemetry::propagation::headers())
         .payload(payload.into())
         .message_id(spec.id.to_string());
     let ack = state
