@@ -1,11 +1,14 @@
 //! Starting the Claude Code CLI (or any program speaking its stream-json protocol) as
 //! a child process in its own process group, so that a cancel reaches the tools it
-//! started too. This is where the node touches the OS to run the agent.
+//! started too; with a sandbox, inside it (`paddock-sandbox`: bubblewrap or Seatbelt),
+//! with the job's own egress proxy as its only way out. This is where the node
+//! touches the OS to run the agent.
 
 use paddock_contract::JobOptions;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 /// How to start the agent: the program and what every run of it gets.
@@ -19,6 +22,34 @@ pub struct AgentLaunch {
     pub env: BTreeMap<String, String>,
     /// Tools every job may use without approval.
     pub allowed_tools: Vec<String>,
+    /// Where the agent runs contained; `None` only when the operator turned the
+    /// sandbox off.
+    pub sandbox: Option<Arc<SandboxContext>>,
+}
+
+/// The node's working sandbox and the settings each job's policy is made from.
+#[derive(Debug)]
+pub struct SandboxContext {
+    pub sandbox: paddock_sandbox::Sandbox,
+    pub settings: paddock_sandbox::SandboxSettings,
+    /// The egress proxy's base rules; a project may allow more hosts.
+    pub proxy: paddock_sandbox::proxy::ProxyConfig,
+    /// Read-only paths every policy adds (the agent's install folder).
+    pub read_only: Vec<PathBuf>,
+}
+
+/// A job's egress proxy, stopped when dropped.
+pub struct RunningProxy {
+    pub proxy: paddock_sandbox::proxy::EgressProxy,
+    stop: tokio_util::sync::CancellationToken,
+    run_dir: PathBuf,
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
 }
 
 /// One run of the agent for one job.
@@ -36,15 +67,22 @@ pub struct AgentRun {
     /// Ask for tool permissions on stdio (`--permission-prompt-tool stdio`) instead of
     /// refusing what the allow list does not cover.
     pub ask_permissions: bool,
+    /// Names the run's private folder (temp, proxy socket).
+    pub run_name: String,
+    /// Hosts the project may reach beyond the proxy's base allowlist.
+    pub project_hosts: Vec<String>,
 }
 
-/// A started agent: its pipes and its process-group id.
+/// A started agent: its pipes, its process-group id, and, when sandboxed, what must
+/// be cleaned up after it.
 pub struct StartedAgent {
     pub child: Child,
     pub stdin: ChildStdin,
     pub stdout: ChildStdout,
     pub stderr: ChildStderr,
     pub pid: u32,
+    pub sandbox: Option<paddock_sandbox::SandboxGuard>,
+    pub proxy: Option<RunningProxy>,
 }
 
 /// The command-line arguments for a run, stream-json in and out.
@@ -154,8 +192,16 @@ pub fn interrupt(request_id: &str) -> String {
     format!("{line}\n")
 }
 
-/// Starts the agent with a scrubbed environment in its own process group.
-pub fn start_agent(launch: &AgentLaunch, run: &AgentRun) -> std::io::Result<StartedAgent> {
+/// Starts the agent: inside the sandbox when there is one, else with a scrubbed
+/// environment in its own process group.
+pub async fn start_agent(launch: &AgentLaunch, run: &AgentRun) -> std::io::Result<StartedAgent> {
+    match &launch.sandbox {
+        Some(context) => start_sandboxed(launch, run, context).await,
+        None => start_plain(launch, run),
+    }
+}
+
+fn start_plain(launch: &AgentLaunch, run: &AgentRun) -> std::io::Result<StartedAgent> {
     let mut command = Command::new(&launch.program);
     command
         .args(agent_args(launch, run))
@@ -172,18 +218,106 @@ pub fn start_agent(launch: &AgentLaunch, run: &AgentRun) -> std::io::Result<Star
     let pid = child
         .id()
         .ok_or_else(|| std::io::Error::other("the agent exited at once"))?;
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return Err(std::io::Error::other("the agent's pipes were not set up"));
-    };
+    let (stdin, stdout, stderr) = take_pipes(&mut child)?;
     Ok(StartedAgent {
         child,
         stdin,
         stdout,
         stderr,
         pid,
+        sandbox: None,
+        proxy: None,
     })
+}
+
+async fn start_sandboxed(
+    launch: &AgentLaunch,
+    run: &AgentRun,
+    context: &SandboxContext,
+) -> std::io::Result<StartedAgent> {
+    let run_dir = context.settings.runtime_dir.join(&run.run_name);
+    let temp = run_dir.join("tmp");
+    std::fs::create_dir_all(&temp)?;
+    let proxy =
+        paddock_sandbox::proxy::EgressProxy::new(context.proxy.with_allowed(&run.project_hosts))
+            .map_err(|e| std::io::Error::other(format!("egress proxy: {e}")))?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let access = if cfg!(target_os = "macos") {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let port = listener.local_addr()?.port();
+        tokio::spawn({
+            let proxy = proxy.clone();
+            let stop = stop.clone();
+            async move { proxy.serve(listener, stop).await }
+        });
+        paddock_sandbox::ProxyAccess { port, socket: None }
+    } else {
+        let socket = run_dir.join("proxy.sock");
+        let listener = paddock_sandbox::proxy::bind_unix(&socket)?;
+        tokio::spawn({
+            let proxy = proxy.clone();
+            let stop = stop.clone();
+            async move { proxy.serve(listener, stop).await }
+        });
+        context.settings.proxy_access(Some(socket))
+    };
+    let running = RunningProxy {
+        proxy,
+        stop,
+        run_dir,
+    };
+    let mut policy = context
+        .settings
+        .policy(
+            &run.workdir,
+            &temp,
+            &launch.home,
+            Some(access),
+            launch.env.clone(),
+        )
+        .map_err(|e| std::io::Error::other(format!("sandbox policy: {e}")))?;
+    policy.read_only.extend(context.read_only.iter().cloned());
+    let args = agent_args(launch, run);
+    let program = launch.program.clone();
+    let sandbox = context.sandbox.clone();
+    // Building the command and starting bubblewrap block briefly (mounts, cgroup).
+    let started = tokio::task::spawn_blocking(move || {
+        sandbox
+            .command(&policy, &program, &args)
+            .and_then(|command| {
+                command.spawn(|command| {
+                    command
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .kill_on_drop(true);
+                })
+            })
+    })
+    .await
+    .map_err(std::io::Error::other)?
+    .map_err(|e| std::io::Error::other(format!("sandbox: {e}")))?;
+    let paddock_sandbox::SandboxedChild { mut child, guard } = started;
+    let pid = guard
+        .pid()
+        .ok_or_else(|| std::io::Error::other("the sandbox did not report its process"))?;
+    let (stdin, stdout, stderr) = take_pipes(&mut child)?;
+    Ok(StartedAgent {
+        child,
+        stdin,
+        stdout,
+        stderr,
+        pid,
+        sandbox: Some(guard),
+        proxy: Some(running),
+    })
+}
+
+fn take_pipes(child: &mut Child) -> std::io::Result<(ChildStdin, ChildStdout, ChildStderr)> {
+    match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+        (Some(stdin), Some(stdout), Some(stderr)) => Ok((stdin, stdout, stderr)),
+        _ => Err(std::io::Error::other("the agent's pipes were not set up")),
+    }
 }
 
 /// Sends `signal` to the agent's whole process group (the CLI and the tools it runs).
@@ -216,6 +350,7 @@ mod tests {
             home: "/tmp/h".into(),
             env: BTreeMap::new(),
             allowed_tools: vec!["Read".into()],
+            sandbox: None,
         }
     }
 
@@ -234,6 +369,8 @@ mod tests {
             resume: Some("s-1".into()),
             session_id: None,
             ask_permissions: true,
+            run_name: "job-1".into(),
+            project_hosts: vec![],
         };
         let args = agent_args(&launch(), &run);
         let joined = args.join(" ");

@@ -41,6 +41,9 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 pub struct ProjectRoot {
     pub path: PathBuf,
     pub allowed_tools: Vec<String>,
+    /// Hosts the project's jobs may reach through the egress proxy, beyond the base
+    /// allowlist (a package registry, say).
+    pub hosts: Vec<String>,
 }
 
 /// Everything a session needs to know about its node.
@@ -103,6 +106,8 @@ pub enum SessionMsg {
     LineTooLong(u64),
     /// A line the CLI wrote on stderr.
     Stderr(u64, String),
+    /// What the sandbox stopped during the run that just ended.
+    SandboxNotes(u64, Vec<(String, String)>),
     /// The CLI exited.
     Exited(u64, String),
     Control(ControlEnvelope),
@@ -142,6 +147,7 @@ pub struct SessionState {
     events: Box<dyn JobEvents>,
     workdir: PathBuf,
     project_tools: Vec<String>,
+    project_hosts: Vec<String>,
     session_id: Arc<Mutex<Option<String>>>,
     stdin: Option<ChildStdin>,
     pid: Option<u32>,
@@ -264,6 +270,7 @@ impl Actor for ClaudeSession {
             events,
             workdir: PathBuf::new(),
             project_tools: Vec::new(),
+            project_hosts: Vec::new(),
             session_id: args.session_id,
             stdin: None,
             pid: None,
@@ -340,6 +347,18 @@ impl Actor for ClaudeSession {
             SessionMsg::Exited(generation, status) if generation == state.generation => {
                 on_exit(&myself, state, &status).await
             }
+            SessionMsg::SandboxNotes(generation, notes) if generation == state.generation => {
+                let mut outcome = Ok(Flow::Continue);
+                for (notice, detail) in notes {
+                    if let Err(e) =
+                        append(state, EventBody::SandboxNotice { notice, detail }, None).await
+                    {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+                outcome
+            }
             SessionMsg::Control(envelope) => {
                 if state.settings.fault_injection
                     && !state.panicked_once
@@ -410,6 +429,7 @@ impl Actor for ClaudeSession {
             SessionMsg::Line(..)
             | SessionMsg::LineTooLong(_)
             | SessionMsg::Stderr(..)
+            | SessionMsg::SandboxNotes(..)
             | SessionMsg::Exited(..) => Ok(Flow::Continue),
         };
         settle(&myself, state, outcome).await
@@ -546,6 +566,7 @@ async fn begin(myself: &ActorRef<SessionMsg>, state: &mut SessionState) -> Resul
         Err(message) => return fail(state, failure::BAD_JOB, message).await,
     };
     state.project_tools = project.allowed_tools.clone();
+    state.project_hosts = project.hosts.clone();
     if let Some(resume) = &state.spec.resume
         && let Ok(mut id) = state.session_id.lock()
         && id.is_none()
@@ -659,8 +680,10 @@ async fn launch(
         resume: known.clone().filter(|_| has_transcript),
         session_id: known.filter(|_| !has_transcript),
         ask_permissions: state.spec.options.approval == ApprovalMode::Ask,
+        run_name: format!("{job}-{generation}"),
+        project_hosts: state.project_hosts.clone(),
     };
-    let started = match agent::start_agent(&settings.launch, &run) {
+    let started = match agent::start_agent(&settings.launch, &run).await {
         Ok(started) => started,
         Err(e) => {
             let program = settings.launch.program.display().to_string();
@@ -678,6 +701,8 @@ async fn launch(
         stdout,
         stderr,
         pid,
+        sandbox,
+        proxy,
     } = started;
     state.pid = Some(pid);
     state.stdin = Some(stdin);
@@ -720,6 +745,10 @@ async fn launch(
             Ok(status) => describe_exit(status),
             Err(e) => format!("unknown exit ({e})"),
         };
+        let notes = sandbox_notes(sandbox, proxy).await;
+        if !notes.is_empty() {
+            let _ = exit.cast(SessionMsg::SandboxNotes(generation, notes));
+        }
         let _ = exit.cast(SessionMsg::Exited(generation, status));
     }));
 
@@ -732,6 +761,55 @@ async fn launch(
         set_state(state, SessionStateKind::Running).await?;
     }
     Ok(Flow::Continue)
+}
+
+/// Cleans up after a sandboxed run and says what the sandbox stopped.
+async fn sandbox_notes(
+    guard: Option<paddock_sandbox::SandboxGuard>,
+    proxy: Option<agent::RunningProxy>,
+) -> Vec<(String, String)> {
+    let mut notes: Vec<(String, String)> = Vec::new();
+    if let Some(proxy) = &proxy {
+        for refusal in proxy.proxy.refusals() {
+            notes.push((
+                "egress_refused".into(),
+                format!("{}: {}", refusal.target, refusal.reason),
+            ));
+        }
+    }
+    if let Some(guard) = guard
+        && let Ok(report) = tokio::task::spawn_blocking(move || guard.finish()).await
+    {
+        for moved in report.quarantined {
+            notes.push((
+                "quarantined".into(),
+                format!(
+                    "{} moved to {}",
+                    moved.path.display(),
+                    moved.moved_to.display()
+                ),
+            ));
+        }
+        if let Some(cgroup) = report.cgroup {
+            if cgroup.pids_limit_hits > 0 {
+                notes.push((
+                    "limit_hit".into(),
+                    format!("the process limit refused {} forks", cgroup.pids_limit_hits),
+                ));
+            }
+            if cgroup.memory_limit_hits > 0 {
+                notes.push((
+                    "limit_hit".into(),
+                    format!(
+                        "the memory limit was hit {} times",
+                        cgroup.memory_limit_hits
+                    ),
+                ));
+            }
+        }
+    }
+    drop(proxy);
+    notes
 }
 
 async fn write_stdin(state: &mut SessionState, line: &str) {

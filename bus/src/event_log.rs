@@ -4,7 +4,9 @@
 //! append is conditional on the last stream sequence of the job's subject: a writer
 //! that lost a race re-reads the log and either carries on with the next number or,
 //! when the job has ended meanwhile, stops. A retried append reuses its message id, so
-//! a publish that timed out and is sent again is stored once.
+//! a publish that timed out and is sent again is stored once. Every append carries the
+//! W3C trace context of the span it is made in (`traceparent`), so readers of the log
+//! can join the writer's trace.
 
 use async_nats::jetstream::{
     self, consumer::pull::OrderedConfig, context::PublishErrorKind, message::PublishMessage,
@@ -159,6 +161,17 @@ impl EventLog {
     }
 }
 
+/// The message of one append: the current span's trace context (so the event joins
+/// the trace of whatever appended it), then the idempotency and conditional-append
+/// headers. The trace headers come first because `headers` replaces the whole map.
+fn event_message(payload: Vec<u8>, message_id: &str, last_stream_seq: u64) -> PublishMessage {
+    PublishMessage::build()
+        .headers(paddock_telemetry::propagation::headers())
+        .payload(payload.into())
+        .message_id(message_id)
+        .expected_last_subject_sequence(last_stream_seq)
+}
+
 /// Appends one job's events with contiguous sequence numbers.
 pub struct JobEventWriter {
     log: EventLog,
@@ -235,10 +248,7 @@ impl JobEventWriter {
                 detail: e.to_string(),
             })?;
             let message_id = format!("{}.{}.{}", self.job, event.seq, self.writer_id);
-            let publish = PublishMessage::build()
-                .payload(payload.into())
-                .message_id(&message_id)
-                .expected_last_subject_sequence(self.last_stream_seq);
+            let publish = event_message(payload, &message_id, self.last_stream_seq);
             let outcome = match self
                 .log
                 .js
@@ -286,5 +296,50 @@ impl JobEventWriter {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::header::{NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_MESSAGE_ID};
+    use paddock_telemetry::propagation::TRACEPARENT;
+
+    #[test]
+    fn an_event_carries_its_trace_context_beside_its_append_headers() {
+        let (dispatch, _guard) = paddock_telemetry::TracingSetup::new("bus-test")
+            .filter("info")
+            .dispatch(std::io::sink)
+            .expect("a tracing setup without an exporter");
+        let message = tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("job.run");
+            let _entered = span.enter();
+            event_message(b"{}".to_vec(), "job.2.writer", 7)
+                .outbound_message(subjects::job_events(&JobId::new()))
+        });
+        let headers = message.headers.expect("headers");
+        assert_eq!(
+            headers.get(NATS_MESSAGE_ID).map(|v| v.as_str()),
+            Some("job.2.writer")
+        );
+        assert_eq!(
+            headers
+                .get(NATS_EXPECTED_LAST_SUBJECT_SEQUENCE)
+                .map(|v| v.as_str()),
+            Some("7")
+        );
+        let traceparent = headers
+            .get(TRACEPARENT)
+            .map(|v| v.as_str().to_string())
+            .expect("a traceparent header");
+        assert!(traceparent.starts_with("00-"), "{traceparent}");
+    }
+
+    #[test]
+    fn without_a_span_an_event_still_has_its_append_headers() {
+        let message = event_message(Vec::new(), "id", 0).outbound_message("s");
+        let headers = message.headers.expect("headers");
+        assert!(headers.get(NATS_MESSAGE_ID).is_some());
+        assert!(headers.get(TRACEPARENT).is_none());
     }
 }

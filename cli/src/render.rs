@@ -29,6 +29,7 @@ pub fn render(event: &JobEvent) -> Option<String> {
             delay_ms,
         } => format!("↻ model API failed (retry {retry} in {delay_ms} ms): {reason}"),
         EventBody::Interrupted { by } => format!("■ interrupted by {by}"),
+        EventBody::SandboxNotice { notice, detail } => format!("  ⛔ sandbox {notice}: {detail}"),
         EventBody::ApprovalRequested {
             request_id,
             tool_name,

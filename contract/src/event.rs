@@ -127,6 +127,11 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// What the sandbox stopped: a refused network request (`egress_refused`), a
+    /// process or memory limit hit (`limit_hit`), a protected path the agent created
+    /// and that was moved aside (`quarantined`).
+    #[serde(rename = "sandbox.notice")]
+    SandboxNotice { notice: String, detail: String },
     #[serde(rename = "session.init")]
     SessionInit {
         session_id: String,
@@ -201,6 +206,7 @@ impl EventBody {
             EventBody::Interrupted { .. } => "turn.interrupted",
             EventBody::ApprovalRequested { .. } => "approval.requested",
             EventBody::ApprovalResolved { .. } => "approval.resolved",
+            EventBody::SandboxNotice { .. } => "sandbox.notice",
             EventBody::Retrying { .. } => "job.retrying",
             EventBody::SessionInit { .. } => "session.init",
             EventBody::AssistantText { .. } => "assistant.text",
@@ -363,6 +369,10 @@ mod tests {
                 delay_ms: 5,
             },
             EventBody::Interrupted { by: "u".into() },
+            EventBody::SandboxNotice {
+                notice: "egress_refused".into(),
+                detail: "example.com:443".into(),
+            },
             EventBody::ApprovalRequested {
                 request_id: "r".into(),
                 tool_name: "Bash".into(),

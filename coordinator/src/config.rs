@@ -14,6 +14,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use paddock_bus::{NatsSettings, StreamSettings};
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,7 +30,19 @@ pub struct CoordinatorConfig {
     /// The job ledger: `sqlite://PATH` (created if missing) or `postgres://…`.
     pub database_url: String,
     pub ledger_writer: LedgerWriterSettings,
+    /// Address of the operations listener: `/metrics` (Prometheus), `/healthz`,
+    /// `/readyz`. Port 0 picks a free port (logged at start).
+    pub metrics_listen: SocketAddr,
+    /// An OTLP/HTTP collector to export traces to (`http://127.0.0.1:4318`); none:
+    /// nothing is exported, trace ids are still made and carried in NATS headers.
+    pub otlp_endpoint: Option<String>,
+    /// Log JSON lines instead of text.
+    pub log_json: bool,
 }
+
+/// Where the coordinator's metrics are scraped by default (`ops/prometheus/prometheus.yml`).
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9471);
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
@@ -38,6 +51,9 @@ impl Default for CoordinatorConfig {
             streams: StreamSettings::default(),
             database_url: "sqlite://.paddock/ledger.db".into(),
             ledger_writer: LedgerWriterSettings::default(),
+            metrics_listen: DEFAULT_METRICS_LISTEN,
+            otlp_endpoint: None,
+            log_json: false,
         }
     }
 }
@@ -187,6 +203,15 @@ impl CoordinatorConfig {
             "streams.ack_wait",
             "must be longer than 0".into(),
         );
+        if let Some(endpoint) = &self.otlp_endpoint {
+            check(
+                endpoint.trim().is_empty()
+                    || endpoint.starts_with("http://")
+                    || endpoint.starts_with("https://"),
+                "otlp_endpoint",
+                format!("{endpoint:?} is not an http:// or https:// URL"),
+            );
+        }
         let writer = &self.ledger_writer;
         check(
             (1..=1000).contains(&writer.batch_size),
@@ -273,6 +298,25 @@ mod tests {
             assert!(message.contains(key), "{key} missing from: {message}");
         }
         assert!(!message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn telemetry_has_defaults_and_a_checked_endpoint() {
+        let config = CoordinatorConfig::default();
+        assert_eq!(config.metrics_listen.to_string(), "127.0.0.1:9471");
+        assert_eq!(config.otlp_endpoint, None);
+        assert!(!config.log_json);
+        let config = CoordinatorConfig {
+            otlp_endpoint: Some("collector:4318".into()),
+            ..CoordinatorConfig::default()
+        };
+        let message = config.validate().expect_err("invalid").to_string();
+        assert!(message.contains("otlp_endpoint"), "{message}");
+        let config = CoordinatorConfig {
+            otlp_endpoint: Some("http://collector:4318".into()),
+            ..CoordinatorConfig::default()
+        };
+        config.validate().expect("an http URL is fine");
     }
 
     #[test]

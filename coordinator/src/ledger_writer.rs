@@ -18,6 +18,12 @@
 //!   stream), and then applied anyway with a warning;
 //! - the writer outlives NATS restarts: any error of the subscription leads back to
 //!   ensuring the stream and consumer exist, after a back-off.
+//!
+//! Because each event changes the ledger once, the paddock's job metrics are counted
+//! here (`CoordinatorMetrics`): an event that changed the row counts, with the row as
+//! it is after the event for starts, retries and endings (project, submitter, times,
+//! cost). Each write runs in a `ledger.apply` span, a child of the span that appended
+//! the event (from the message's trace headers).
 
 use crate::config::LedgerWriterSettings;
 use anyhow::Context as _;
@@ -26,8 +32,10 @@ use futures::{FutureExt, StreamExt};
 use paddock_bus::StreamSettings;
 use paddock_contract::{JobEvent, subjects};
 use paddock_ledger::{Ledger, LedgerError};
-use std::time::Duration;
+use paddock_telemetry::CoordinatorMetrics;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// How long one pull request waits for messages. A pull request lost with a NATS
 /// connection is noticed a few seconds after this (the client's own timer).
@@ -55,6 +63,7 @@ pub async fn run(
     ledger: Ledger,
     settings: LedgerWriterSettings,
     streams: StreamSettings,
+    metrics: CoordinatorMetrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let writer = Writer {
@@ -63,6 +72,7 @@ pub async fn run(
         gap: GapPolicy::new(settings.gap_wait),
         settings,
         streams,
+        metrics,
         shutdown,
     };
     writer.run().await;
@@ -75,6 +85,7 @@ struct Writer {
     settings: LedgerWriterSettings,
     streams: StreamSettings,
     gap: GapPolicy,
+    metrics: CoordinatorMetrics,
     shutdown: CancellationToken,
 }
 
@@ -192,24 +203,49 @@ impl Writer {
             acknowledge(message, AckKind::Ack).await;
             return Flow::Continue;
         }
+        let span = tracing::info_span!(
+            "ledger.apply",
+            job = %event.job_id,
+            seq = event.seq,
+            kind = event.kind(),
+        );
+        paddock_telemetry::propagation::set_parent(&span, message.headers.as_ref());
+        self.apply_with_retries(message, &event, delivered)
+            .instrument(span)
+            .await
+    }
+
+    /// Applies `event` until the ledger has it (or it must wait, or be dropped).
+    async fn apply_with_retries(
+        &self,
+        message: &jetstream::Message,
+        event: &JobEvent,
+        delivered: i64,
+    ) -> Flow {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
+            let started = Instant::now();
             let attempt = tokio::select! {
                 _ = self.shutdown.cancelled() => return Flow::Stop,
-                attempt = self.apply(&event, delivered) => attempt,
+                attempt = self.apply(event, delivered) => attempt,
             };
             match attempt {
                 Ok(Applied::Changed(changed)) => {
                     tracing::debug!(job = %event.job_id, seq = event.seq, kind = event.kind(), changed, "ledger applied event");
+                    if changed {
+                        self.count(event, started.elapsed()).await;
+                    }
                     acknowledge(message, AckKind::Ack).await;
                     return Flow::Continue;
                 }
                 Ok(Applied::HeldBack { expected }) => {
                     tracing::debug!(job = %event.job_id, seq = event.seq, expected, delivered, "event held back until its predecessor is applied");
+                    self.metrics.event_held_back();
                     acknowledge(message, AckKind::Nak(Some(self.gap.redelivery_delay))).await;
                     return Flow::Continue;
                 }
                 Err(error) if error.is_retryable() => {
+                    self.metrics.ledger_write_failed(true);
                     let wait = backoff.next_delay();
                     tracing::warn!(job = %event.job_id, seq = event.seq, error = %error, retry_in = ?wait, "ledger write failed; retrying");
                     // Still working on it: the server must not deliver it again meanwhile.
@@ -219,10 +255,31 @@ impl Writer {
                     }
                 }
                 Err(error) => {
+                    self.metrics.ledger_write_failed(false);
                     tracing::error!(job = %event.job_id, seq = event.seq, error = %error, "the ledger cannot take this event; dropping it");
                     acknowledge(message, AckKind::Term).await;
                     return Flow::Continue;
                 }
+            }
+        }
+    }
+
+    /// Counts an event that changed the ledger (once per event, whatever the
+    /// redeliveries). A start, retry or ending is counted from the job's row; a row
+    /// that cannot be read now leaves the job metrics uncounted, never the event
+    /// unacknowledged.
+    async fn count(&self, event: &JobEvent, elapsed: Duration) {
+        self.metrics.event_applied(event.kind(), elapsed);
+        if !CoordinatorMetrics::needs_job_view(event) {
+            return;
+        }
+        match self.ledger.get(event.job_id).await {
+            Ok(Some(job)) => self.metrics.job_event_applied(event, &job),
+            Ok(None) => {
+                tracing::warn!(job = %event.job_id, seq = event.seq, "the ledger has no row for an event it applied; not counted")
+            }
+            Err(error) => {
+                tracing::warn!(job = %event.job_id, seq = event.seq, %error, "reading the job's row to count its event failed; not counted")
             }
         }
     }

@@ -3,27 +3,45 @@
 //! Node membership, the registry, drain and the reaper join it later as their own
 //! modules beside `ledger_writer`, started from [`run`] and stopped by the same token.
 //!
+//! It is also where the paddock is observed as a whole, on `metrics_listen`
+//! (`/metrics`, `/healthz`, `/readyz`: NATS connected, the database answers): the job
+//! lifecycle as the ledger records it (each start and ending counted once), the
+//! queue as JetStream holds it (`QueueSampler`), and every node as the registry lists
+//! it ([`fleet`]).
+//!
 //! The coordinator talks to NATS through `paddock_bus`, to SQL through
 //! `paddock_ledger`, and spells no subject: names come from `paddock_contract`.
 
 pub mod config;
+pub mod fleet;
 pub mod ledger_writer;
 
 pub use config::{CoordinatorConfig, Flags, LedgerWriterSettings};
 
 use anyhow::Context as _;
 use paddock_ledger::Ledger;
+use paddock_telemetry::{
+    CoordinatorMetrics, FleetView, NatsMetrics, QueueMetrics, QueueSampler, Readiness,
+    ReadinessCheck, checks, new_registry,
+};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Name shown in the NATS server's connection list.
 const CLIENT_NAME: &str = "paddock-coordinator";
+/// How often the queue gauges are read from JetStream.
+const QUEUE_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs the coordinator until `shutdown` is cancelled, then returns `Ok` once every
 /// task has stopped. Fails at start when the config, the database or NATS is not
 /// usable; after start, NATS and database outages are waited out.
 pub async fn run(config: CoordinatorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
+    // Bound first: a port in use is a configuration error, reported before anything
+    // else starts.
+    let operations_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("metrics_listen: cannot listen on {}", config.metrics_listen))?;
     let Some(ledger) = until_shutdown(&shutdown, Ledger::connect(&config.database_url)).await
     else {
         return Ok(());
@@ -44,6 +62,29 @@ pub async fn run(config: CoordinatorConfig, shutdown: CancellationToken) -> anyh
         }
         Some(ensured) => ensured.context("creating or checking the streams")?,
     }
+
+    let registry = new_registry("paddock-coordinator")?;
+    let metrics = CoordinatorMetrics::register(&registry)?;
+    NatsMetrics::register(&registry, client.clone())?;
+    let fleet = FleetView::register(&registry)?;
+    let queue = QueueMetrics::register(&registry)?;
+    // Stopped when `run` returns, whichever way: after the ledger writer.
+    let operations_stop = CancellationToken::new();
+    let _operations_guard = operations_stop.clone().drop_guard();
+    let operations = tokio::spawn(serve_operations(
+        operations_listener,
+        registry,
+        readiness(&client, &ledger),
+        operations_stop.clone(),
+    ));
+    let sampler = QueueSampler::new(js.clone(), queue).spawn(QUEUE_SAMPLE_EVERY, shutdown.clone());
+    let fleet_task = tokio::spawn(fleet::run(
+        js.clone(),
+        config.streams.replicas,
+        fleet,
+        fleet::REFRESH_EVERY,
+        shutdown.clone(),
+    ));
     tracing::info!(
         nats = %config.nats.url,
         ledger = %paddock_ledger::redact_url(&config.database_url),
@@ -55,9 +96,15 @@ pub async fn run(config: CoordinatorConfig, shutdown: CancellationToken) -> anyh
         ledger.clone(),
         config.ledger_writer.clone(),
         config.streams.clone(),
+        metrics,
         shutdown.clone(),
     )
     .await;
+    // Both watch `shutdown`; a sample or read in flight is dropped.
+    sampler.abort();
+    fleet_task.abort();
+    operations_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_millis(500), operations).await;
 
     // The last acknowledgements are in the client's buffer: send them before leaving.
     if tokio::time::timeout(Duration::from_millis(500), client.flush())
@@ -71,6 +118,29 @@ pub async fn run(config: CoordinatorConfig, shutdown: CancellationToken) -> anyh
     ledger.close().await;
     tracing::info!("coordinator stopped");
     outcome
+}
+
+/// What `/readyz` checks: NATS connected, and the ledger database answers.
+pub fn readiness(client: &async_nats::Client, ledger: &Ledger) -> Readiness {
+    let ledger = ledger.clone();
+    Readiness::new()
+        .with_check(checks::nats_connected(client.clone()))
+        .with_check(ReadinessCheck::new("database", move || {
+            let ledger = ledger.clone();
+            async move { ledger.ping().await.map_err(|e| e.to_string()) }
+        }))
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `stop`.
+async fn serve_operations(
+    listener: tokio::net::TcpListener,
+    registry: prometheus::Registry,
+    readiness: Readiness,
+    stop: CancellationToken,
+) {
+    if let Err(error) = paddock_telemetry::http::serve(listener, registry, readiness, stop).await {
+        tracing::error!(%error, "the metrics and health listener stopped");
+    }
 }
 
 /// Runs `work` unless shutdown comes first (`None` then).

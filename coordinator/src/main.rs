@@ -1,11 +1,11 @@
 //! `paddock-coordinator`: parses flags, loads and validates the configuration, starts
-//! logging, and runs the coordinator until SIGINT or SIGTERM.
+//! logging and tracing (OTLP export when `otlp_endpoint` is set), and runs the
+//! coordinator until SIGINT or SIGTERM.
 
 use anyhow::Context as _;
 use clap::Parser;
 use paddock_coordinator::{CoordinatorConfig, Flags};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -15,11 +15,12 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", config.redacted_json());
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    // Kept to the end: dropping it exports the spans still batched.
+    let _telemetry = paddock_telemetry::init(
+        "paddock-coordinator",
+        config.otlp_endpoint.clone(),
+        config.log_json,
+    )?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -17,6 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A metrics address on a port the system picks: tests run side by side.
+fn any_port() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
 /// A coordinator running in a task, stopped on drop if the test did not stop it.
 struct Coordinator {
     shutdown: CancellationToken,
@@ -112,6 +117,7 @@ impl Setup {
                 ..NatsSettings::default()
             },
             database_url: self.database_url.clone(),
+            metrics_listen: any_port(),
             ..CoordinatorConfig::default()
         }
     }
@@ -499,6 +505,7 @@ async fn shutdown_before_nats_answers_returns_ok() -> anyhow::Result<()> {
             ..NatsSettings::default()
         },
         database_url: format!("sqlite://{}/ledger.db", dir.path().display()),
+        metrics_listen: any_port(),
         ..CoordinatorConfig::default()
     };
     let coordinator = Coordinator::start(config);
@@ -552,4 +559,213 @@ impl std::io::Write for CapturedLogs {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status and the body.
+async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8(response)?;
+    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    Ok((status, body.to_string()))
+}
+
+/// A series as written in the text format (`name{a="x",b="y"}`), with its labels in
+/// a canonical order: the encoder sorts them by name, a test need not.
+fn series_key(series: &str) -> (String, Vec<(String, String)>) {
+    let Some((name, labels)) = series.split_once('{') else {
+        return (series.to_string(), Vec::new());
+    };
+    let mut pairs: Vec<(String, String)> = labels
+        .trim_end_matches('}')
+        .split("\",")
+        .filter(|pair| !pair.is_empty())
+        .filter_map(|pair| {
+            let (label, value) = pair.split_once('=')?;
+            Some((label.to_string(), value.trim_matches('"').to_string()))
+        })
+        .collect();
+    pairs.sort();
+    (name.to_string(), pairs)
+}
+
+/// The value of `series` (name and every label, in any order) on a metrics page.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    let wanted = series_key(series);
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (written, value) = line.rsplit_once(' ')?;
+            (series_key(written) == wanted)
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}
+
+#[tokio::test]
+async fn each_job_is_counted_once_and_readiness_checks_nats_and_the_database() -> anyhow::Result<()>
+{
+    let setup = Setup::sqlite().await?;
+    let port = paddock_testkit::free_port();
+    let coordinator = Coordinator::start(CoordinatorConfig {
+        metrics_listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        ..setup.config()
+    });
+    let ledger = setup.ledger().await?;
+
+    let done = JobId::new();
+    let mut writer = setup.writer(done).await?;
+    writer.append(None, 0, queued(), None).await?;
+    writer
+        .append(Some("mini-1"), 1, started("mini-1", 1), None)
+        .await?;
+    writer.append(Some("mini-1"), 1, completed(), None).await?;
+    let failed = JobId::new();
+    let mut writer = setup.writer(failed).await?;
+    writer.append(None, 0, queued(), None).await?;
+    writer
+        .append(Some("mini-1"), 1, started("mini-1", 1), None)
+        .await?;
+    writer
+        .append(
+            Some("mini-1"),
+            1,
+            EventBody::Failed {
+                reason: "agent_error".into(),
+                message: "the agent reported an error".into(),
+                summary: None,
+            },
+            None,
+        )
+        .await?;
+    wait_for_row(&ledger, failed, "the failure in the ledger", |v| {
+        v.status == JobStatus::Failed
+    })
+    .await;
+    // The same ending once more, as a replay would bring it: the ledger has it.
+    setup
+        .publish_raw(done, raw_event(done, 3, completed())?)
+        .await?;
+
+    let metrics = eventually(WAIT, "the endings on /metrics", || async {
+        let (status, body) = http_get(port, "/metrics").await.ok()?;
+        let ended =
+            |labels: &str| sample(&body, &format!("paddock_jobs_finished_total{{{labels}}}"));
+        (status == 200
+            && ended(r#"project="site",status="completed",reason="none""#) == Some(1.0)
+            && ended(r#"project="site",status="failed",reason="agent_error""#) == Some(1.0))
+        .then_some(body)
+    })
+    .await;
+    assert_eq!(
+        sample(&metrics, r#"paddock_jobs_started_total{project="site"}"#),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"paddock_ledger_events_applied_total{kind="job.completed"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"paddock_model_cost_usd_total{project="site",user="ada"}"#
+        ),
+        Some(0.05),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "paddock_nats_connected"),
+        Some(1.0),
+        "{metrics}"
+    );
+
+    let (status, body) = http_get(port, "/readyz").await?;
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(report["checks"]["nats"], "ok", "{body}");
+    assert_eq!(report["checks"]["database"], "ok", "{body}");
+    assert_eq!(http_get(port, "/healthz").await?.0, 200);
+
+    // Whatever is replayed later, each ending stays counted once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, body) = http_get(port, "/metrics").await?;
+    assert_eq!(
+        sample(
+            &body,
+            r#"paddock_jobs_finished_total{project="site",status="completed",reason="none"}"#
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    coordinator.stop().await
+}
+
+#[tokio::test]
+async fn the_fleet_on_metrics_follows_the_node_registry() -> anyhow::Result<()> {
+    let setup = Setup::sqlite().await?;
+    let port = paddock_testkit::free_port();
+    let coordinator = Coordinator::start(CoordinatorConfig {
+        metrics_listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        ..setup.config()
+    });
+    let registry = paddock_bus::NodeRegistry::open(&setup.js, 1, Duration::from_secs(20)).await?;
+    registry.ensure_known("mini-1").await?;
+    registry
+        .beat(&paddock_contract::node::NodeHeartbeat {
+            node: "mini-1".into(),
+            pool: "default".into(),
+            labels: Default::default(),
+            state: paddock_contract::node::NodeState::Ready,
+            slots: 3,
+            free: 1,
+            running: Vec::new(),
+            version: "test".into(),
+            at_ms: paddock_contract::now_unix_ms(),
+        })
+        .await?;
+    let metrics = eventually(WAIT, "the node on the coordinator's /metrics", || async {
+        let (_, body) = http_get(port, "/metrics").await.ok()?;
+        (sample(
+            &body,
+            r#"paddock_fleet_node_state{node="mini-1",state="ready"}"#,
+        ) == Some(1.0))
+        .then_some(body)
+    })
+    .await;
+    assert_eq!(
+        sample(&metrics, r#"paddock_fleet_node_slots{node="mini-1"}"#),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"paddock_fleet_node_jobs_running{node="mini-1"}"#
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
+    let age = sample(
+        &metrics,
+        r#"paddock_fleet_node_heartbeat_age_seconds{node="mini-1"}"#,
+    )
+    .unwrap_or(-1.0);
+    assert!((0.0..30.0).contains(&age), "{metrics}");
+    coordinator.stop().await
 }

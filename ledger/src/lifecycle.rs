@@ -112,7 +112,8 @@ pub(crate) fn apply_event(row: &mut JobRow, event: &JobEvent) -> bool {
         | EventBody::TurnRetrying { .. }
         | EventBody::Interrupted { .. }
         | EventBody::ApprovalRequested { .. }
-        | EventBody::ApprovalResolved { .. } => {}
+        | EventBody::ApprovalResolved { .. }
+        | EventBody::SandboxNotice { .. } => {}
     }
     true
 }

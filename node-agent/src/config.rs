@@ -9,6 +9,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use paddock_bus::{NatsSettings, StreamSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -31,6 +32,11 @@ pub struct NodeConfig {
     pub streams: StreamSettings,
     pub agent: AgentConfig,
     pub projects: Vec<ProjectConfig>,
+    /// How the agent is contained (`[sandbox]`); `mode = "off"` is the operator's
+    /// explicit opt-out.
+    pub sandbox: paddock_sandbox::SandboxSettings,
+    /// The egress proxy's base allowlist (`[proxy]`): the model API by default.
+    pub proxy: paddock_sandbox::proxy::ProxyConfig,
     /// Seconds between in-progress acks of a running job (under `streams.ack_wait`).
     pub progress_interval_secs: u64,
     /// Seconds between SIGTERM and SIGKILL when a job is stopped.
@@ -56,7 +62,19 @@ pub struct NodeConfig {
     pub fault_injection: bool,
     /// Most bytes of output one job's CLI may write.
     pub max_output_bytes: u64,
+    /// Address of the operations listener: `/metrics` (Prometheus), `/healthz`,
+    /// `/readyz`. Port 0 picks a free port (logged at start).
+    pub metrics_listen: SocketAddr,
+    /// An OTLP/HTTP collector to export traces to (`http://127.0.0.1:4318`); none:
+    /// nothing is exported, trace ids are still made and carried in NATS headers.
+    pub otlp_endpoint: Option<String>,
+    /// Log JSON lines instead of text.
+    pub log_json: bool,
 }
+
+/// Where the node's metrics are scraped by default (`ops/prometheus/prometheus.yml`).
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9472);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -90,6 +108,10 @@ pub struct ProjectConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub allowed_tools: Vec<String>,
+    /// Hosts this project's jobs may reach through the egress proxy besides the base
+    /// allowlist (a package registry: `registry.npmjs.org`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl Default for NodeConfig {
@@ -105,6 +127,8 @@ impl Default for NodeConfig {
             streams: StreamSettings::default(),
             agent: AgentConfig::default(),
             projects: Vec::new(),
+            sandbox: paddock_sandbox::SandboxSettings::default(),
+            proxy: paddock_sandbox::proxy::ProxyConfig::default(),
             progress_interval_secs: 10,
             kill_grace_secs: 5,
             max_job_secs: 3600,
@@ -118,6 +142,9 @@ impl Default for NodeConfig {
             max_idle_secs: 3600,
             fault_injection: false,
             max_output_bytes: 64 * 1024 * 1024,
+            metrics_listen: DEFAULT_METRICS_LISTEN,
+            otlp_endpoint: None,
+            log_json: false,
         }
     }
 }
@@ -198,6 +225,12 @@ impl NodeConfig {
                 "progress_interval_secs: {} must be at least 1 and at most half of streams.ack_wait ({ack_wait} s)",
                 self.progress_interval_secs
             );
+        }
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !endpoint.trim().is_empty()
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            bail!("otlp_endpoint: {endpoint:?} must be an http:// or https:// URL");
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, project) in self.projects.iter().enumerate() {
@@ -317,6 +350,7 @@ mod tests {
             name: "p".into(),
             path: "/does/not/exist".into(),
             allowed_tools: vec![],
+            hosts: vec![],
         });
         assert!(
             config
@@ -325,6 +359,37 @@ mod tests {
                 .to_string()
                 .contains("projects[0].path")
         );
+    }
+
+    #[test]
+    fn telemetry_keys_are_read_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "metrics_listen = \"0.0.0.0:9999\"\notlp_endpoint = \"http://collector:4318\"\nlog_json = true\n",
+        )
+        .expect("write");
+        let mut config = NodeConfig::load(Some(&file)).expect("loads");
+        assert_eq!(config.metrics_listen.port(), 9999);
+        assert_eq!(
+            config.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        assert!(config.log_json);
+        assert_eq!(NodeConfig::default().metrics_listen, DEFAULT_METRICS_LISTEN);
+        assert_eq!(DEFAULT_METRICS_LISTEN.to_string(), "127.0.0.1:9472");
+
+        config.agent.anthropic_api_key = Some("k".into());
+        config.otlp_endpoint = Some("collector:4318".into());
+        let err = config.validate().expect_err("must be refused").to_string();
+        assert!(err.contains("otlp_endpoint"), "{err}");
+
+        std::fs::write(&file, "metrics_listen = \"not an address\"\n").expect("write");
+        let err = NodeConfig::load(Some(&file))
+            .expect_err("must be refused")
+            .to_string();
+        assert!(err.contains("metrics_listen"), "{err}");
     }
 
     #[test]

@@ -3,17 +3,25 @@
 //! to stop. A stop is graceful: claiming stops at once, running jobs get
 //! `shutdown_grace_secs` to finish, then their agents are stopped and the jobs handed
 //! back to the queue for another node; a second signal skips the wait.
+//!
+//! Operations: `metrics_listen` serves `/metrics` (the node's job metrics, its slots and
+//! state, its NATS connection), `/healthz` and `/readyz` (NATS connected; the sandbox
+//! back end joins through [`sandbox_readiness_check`]) until the node has stopped.
 
 pub mod config;
 pub mod nats_ports;
+pub mod sandboxing;
 pub mod service;
 
 use anyhow::Context;
 use config::NodeConfig;
-use nats_ports::{ConsumerFeed, NodeFeed, NodePorts};
+use nats_ports::{ConsumerFeed, NodeFeed, NodePorts, StateGauge};
 use paddock_actors::agent::AgentLaunch;
 use paddock_actors::heartbeat::HeartbeatSettings;
 use paddock_actors::{NodeArgs, NodeMsg, NodeStatus, NodeSupervisor, ProjectRoot, SessionSettings};
+use paddock_telemetry::{
+    ClaimSpans, NatsMetrics, NodeMetrics, Readiness, ReadinessCheck, checks, new_registry,
+};
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +42,37 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let home = absolute(&config.agent.home)?;
     std::fs::create_dir_all(&home)
         .with_context(|| format!("agent.home: cannot create {}", home.display()))?;
+    // Fail closed: a node whose sandbox does not work claims no job (unless the
+    // operator set sandbox.mode = "off") and reports not ready, saying why.
+    let sandbox = sandboxing::start(
+        &config.sandbox,
+        &config.proxy,
+        &config.agent.program,
+        env.get("ANTHROPIC_BASE_URL").map(String::as_str),
+    )
+    .await;
+    // Bound first: a port in use is a configuration error, reported before anything
+    // else starts.
+    let operations_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("metrics_listen: cannot listen on {}", config.metrics_listen))?;
 
     let client =
         paddock_bus::connect(&config.nats, &format!("paddock-node {}", config.name)).await?;
+    let metrics_registry = new_registry("paddock-node")?;
+    let metrics = NodeMetrics::register(&metrics_registry, &config.name)?;
+    NatsMetrics::register(&metrics_registry, client.clone())?;
+    metrics.set_slots(config.slots);
+    let state_gauge = StateGauge::new(metrics.clone());
+    // Stopped when `run` returns, whichever way: after the supervisor has stopped.
+    let operations_stop = CancellationToken::new();
+    let _operations_guard = operations_stop.clone().drop_guard();
+    tokio::spawn(serve_operations(
+        operations_listener,
+        metrics_registry,
+        readiness(&client, &sandbox),
+        operations_stop.clone(),
+    ));
     let js = async_nats::jetstream::new(client.clone());
     paddock_bus::ensure_streams(&js, &config.streams).await?;
     let pool_consumer =
@@ -60,6 +96,7 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
             ProjectRoot {
                 path: absolute(&project.path)?,
                 allowed_tools: project.allowed_tools.clone(),
+                hosts: project.hosts.clone(),
             },
         );
     }
@@ -70,6 +107,7 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
             home,
             env,
             allowed_tools: config.agent.allowed_tools.clone(),
+            sandbox: sandbox.context.clone(),
         },
         projects,
         progress_interval: Duration::from_secs(config.progress_interval_secs),
@@ -91,21 +129,28 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::warn!("fault_injection is on: a test may make sessions panic");
     }
     let claim_stop = CancellationToken::new();
+    let claims = ClaimSpans::default();
     let args = NodeArgs {
         feed: Arc::new(NodeFeed {
             own: ConsumerFeed {
                 consumer: node_consumer,
                 wait: Duration::from_millis(50),
+                node: config.name.clone(),
+                claims: claims.clone(),
             },
             pool: ConsumerFeed {
                 consumer: pool_consumer,
                 wait: Duration::from_secs(config.fetch_wait_secs.max(1)),
+                node: config.name.clone(),
+                claims: claims.clone(),
             },
         }),
         ports: Arc::new(NodePorts {
             node: config.name.clone(),
             client: client.clone(),
             log,
+            metrics: metrics.clone(),
+            claims,
         }),
         settings,
         slots: config.slots,
@@ -116,6 +161,7 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
             plane: Arc::new(nats_ports::RegistryPlane {
                 registry: registry.clone(),
                 node: config.name.clone(),
+                state: state_gauge.clone(),
             }),
             interval: Duration::from_secs(config.heartbeat_interval_secs),
             node: config.name.clone(),
@@ -128,6 +174,10 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         Actor::spawn(Some(format!("node-{}", config.name)), NodeSupervisor, args)
             .await
             .context("starting the node supervisor")?;
+    if !sandbox.may_run_jobs {
+        tracing::error!(reason = %sandbox.description, "claiming no jobs: the sandbox does not work");
+        let _ = supervisor.cast(NodeMsg::SetPaused(true));
+    }
     tracing::info!(node = %config.name, pool = %config.pool, slots = config.slots, "node agent ready");
     // A change of the desired state nudges the heartbeat at once (the fast path; the
     // periodic tick reconciles anyway).
@@ -157,6 +207,7 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     }
 
     tracing::info!("stopping: no new jobs; waiting for running jobs");
+    state_gauge.stopping();
     let _ = supervisor.cast(NodeMsg::SetPaused(true));
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     tokio::select! {
@@ -174,8 +225,43 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     supervisor.stop(None);
     let _ = tokio::time::timeout(Duration::from_secs(10), &mut handle).await;
     let _ = client.flush().await;
+    operations_stop.cancel();
     tracing::info!("node agent stopped");
     Ok(())
+}
+
+/// What `/readyz` checks on a node: NATS connected, and the sandbox: a node whose
+/// sandbox does not work is not ready (it claims no job); one whose operator turned the
+/// sandbox off is, and says so in the logs.
+pub fn readiness(client: &async_nats::Client, sandbox: &sandboxing::SandboxStart) -> Readiness {
+    Readiness::new()
+        .with_check(checks::nats_connected(client.clone()))
+        .with_check(sandbox_readiness_check(sandbox))
+}
+
+/// The `sandbox` readiness check: the start-up probe's verdict.
+pub fn sandbox_readiness_check(sandbox: &sandboxing::SandboxStart) -> ReadinessCheck {
+    let verdict = if sandbox.may_run_jobs {
+        Ok(())
+    } else {
+        Err(sandbox.description.clone())
+    };
+    ReadinessCheck::new("sandbox", move || {
+        let verdict = verdict.clone();
+        async move { verdict }
+    })
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `stop`.
+async fn serve_operations(
+    listener: tokio::net::TcpListener,
+    registry: prometheus::Registry,
+    readiness: Readiness,
+    stop: CancellationToken,
+) {
+    if let Err(error) = paddock_telemetry::http::serve(listener, registry, readiness, stop).await {
+        tracing::error!(%error, "the metrics and health listener stopped");
+    }
 }
 
 async fn status(supervisor: &ActorRef<NodeMsg>) -> Option<NodeStatus> {

@@ -1,9 +1,11 @@
-//! `paddock-node`: parse flags, load the config, start logging, run the node agent.
+//! `paddock-node`: parse flags, load the config, start logging and tracing (OTLP
+//! export when `otlp_endpoint` is set), run the node agent.
 //! SIGTERM or Ctrl-C stops it gracefully; a second one stops it at once.
 //! `paddock-node service print|install` renders or installs the system service.
 
 use clap::Parser;
 use paddock_node::{Shutdown, config::NodeConfig};
+use paddock_telemetry::TracingSetup;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -67,13 +69,9 @@ struct ServiceFlags {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let flags = Flags::parse();
     if let Some(Command::Service { action }) = flags.command {
+        let _telemetry = paddock_telemetry::init("paddock-node", None, false)?;
         return service(action);
     }
     let mut config = NodeConfig::load(flags.config.as_deref())?;
@@ -86,12 +84,21 @@ async fn main() -> anyhow::Result<()> {
     if let Some(slots) = flags.slots {
         config.slots = slots;
     }
+    // Kept to the end: dropping it exports the spans still batched.
+    let telemetry = TracingSetup::new("paddock-node")
+        .otlp_endpoint(config.otlp_endpoint.clone())
+        .json_logs(config.log_json)
+        .resource_attribute("paddock.node", config.name.clone())
+        .init()?;
     let shutdown = Shutdown::default();
     tokio::spawn(watch_signals(shutdown.clone()));
     if let Err(e) = paddock_node::run(config, shutdown).await {
+        tracing::error!(error = format!("{e:#}"), "node agent failed");
         eprintln!("paddock-node: {e:#}");
+        drop(telemetry);
         std::process::exit(1);
     }
+    drop(telemetry);
     Ok(())
 }
 

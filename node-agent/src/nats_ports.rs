@@ -3,6 +3,12 @@
 //! in-progress acks and settled with a confirmed ack (or a nak to hand it back);
 //! events go through the per-job event log; control requests arrive by request/reply on
 //! the job's control subject, subscribed only while this node runs the job.
+//!
+//! Telemetry rides on the same ports: a pulled job message starts a `job.claim` span,
+//! a child of the submission's trace (its headers carry the W3C context), kept in
+//! [`ClaimSpans`] until the session opens the job's events; every event appended then
+//! passes through a [`JobObserver`] (the node's job metrics, the `job.run` and tool
+//! spans) and is published inside the observer's span, so it carries the trace on.
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use async_trait::async_trait;
@@ -12,10 +18,12 @@ use paddock_actors::{
 };
 use paddock_bus::{EventLog, EventLogError, JobEventWriter};
 use paddock_contract::control::{ControlReply, ControlRequest};
-use paddock_contract::{EventBody, JobEvent, JobId, subjects};
-use std::sync::Arc;
+use paddock_contract::{EventBody, JobEvent, JobId, JobSpec, subjects};
+use paddock_telemetry::{ClaimSpans, JobObserver, NodeMetrics, NodeState};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 fn unavailable(e: impl std::fmt::Display) -> PortError {
     PortError::Unavailable(e.to_string())
@@ -26,6 +34,11 @@ pub struct ConsumerFeed {
     pub consumer: PullConsumer,
     /// How long one pull waits for jobs before returning empty.
     pub wait: Duration,
+    /// This node's name, for the claim spans.
+    pub node: String,
+    /// Where each pulled job's `job.claim` span waits for its session (shared with
+    /// [`NodePorts`]).
+    pub claims: ClaimSpans,
 }
 
 #[async_trait]
@@ -42,6 +55,11 @@ impl JobFeed for ConsumerFeed {
         let mut jobs = Vec::new();
         while let Some(message) = batch.next().await {
             let message = message.map_err(unavailable)?;
+            // A message that is not a job is the session's to refuse; it has no span.
+            if let Ok(spec) = serde_json::from_slice::<JobSpec>(&message.payload) {
+                self.claims
+                    .claim(spec.id, &self.node, message.headers.as_ref());
+            }
             jobs.push(ClaimedJob {
                 payload: message.payload.clone(),
                 message: Arc::new(QueuedJob(message)),
@@ -87,6 +105,40 @@ pub async fn answer_pings(
 pub struct RegistryPlane {
     pub registry: paddock_bus::NodeRegistry,
     pub node: String,
+    /// `paddock_node_state`, set from every heartbeat.
+    pub state: StateGauge,
+}
+
+/// The node's `paddock_node_state`: what each heartbeat reports, until the node
+/// begins to stop; `stopping` then stays, whatever a late heartbeat says.
+#[derive(Clone, Debug)]
+pub struct StateGauge {
+    metrics: NodeMetrics,
+    stopping: Arc<Mutex<bool>>,
+}
+
+impl StateGauge {
+    pub fn new(metrics: NodeMetrics) -> Self {
+        StateGauge {
+            metrics,
+            stopping: Arc::new(Mutex::new(false)),
+        }
+    }
+
+    /// The node reported `state` in a heartbeat.
+    pub fn reported(&self, state: paddock_contract::node::NodeState) {
+        let stopping = self.stopping.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*stopping {
+            self.metrics.set_state(state.into());
+        }
+    }
+
+    /// The graceful stop began.
+    pub fn stopping(&self) {
+        let mut stopping = self.stopping.lock().unwrap_or_else(PoisonError::into_inner);
+        *stopping = true;
+        self.metrics.set_state(NodeState::Stopping);
+    }
 }
 
 #[async_trait]
@@ -99,6 +151,7 @@ impl paddock_actors::heartbeat::ControlPlane for RegistryPlane {
         &self,
         heartbeat: paddock_contract::node::NodeHeartbeat,
     ) -> Result<(), PortError> {
+        self.state.reported(heartbeat.state);
         self.registry.beat(&heartbeat).await.map_err(unavailable)
     }
 }
@@ -136,10 +189,12 @@ impl JobMessage for QueuedJob {
     }
 }
 
-/// One job's events, written as this node.
+/// One job's events, written as this node, each observed for the node's metrics and
+/// spans.
 pub struct NodeJobEvents {
     node: String,
     writer: JobEventWriter,
+    observer: JobObserver,
 }
 
 #[async_trait]
@@ -154,13 +209,20 @@ impl JobEvents for NodeJobEvents {
         body: EventBody,
         raw: Option<String>,
     ) -> Result<JobEvent, PortError> {
-        self.writer
+        // Published inside the attempt's span: the event's headers carry it on.
+        let span = self.observer.span().clone();
+        let appended = self
+            .writer
             .append(Some(&self.node), attempt, body, raw)
-            .await
-            .map_err(|e| match e {
-                EventLogError::Ended { kind, .. } => PortError::JobEnded(kind),
-                other => unavailable(other),
-            })
+            .instrument(span)
+            .await;
+        if let Ok(event) = &appended {
+            self.observer.observe(event);
+        }
+        appended.map_err(|e| match e {
+            EventLogError::Ended { kind, .. } => PortError::JobEnded(kind),
+            other => unavailable(other),
+        })
     }
 }
 
@@ -169,6 +231,9 @@ pub struct NodePorts {
     pub node: String,
     pub client: async_nats::Client,
     pub log: EventLog,
+    pub metrics: NodeMetrics,
+    /// The claim spans the feeds started (shared with [`ConsumerFeed`]).
+    pub claims: ClaimSpans,
 }
 
 #[async_trait]
@@ -178,9 +243,13 @@ impl JobPorts for NodePorts {
         // once, and a competing writer conflicts instead of being taken as a duplicate.
         let writer_id = format!("{}-{}", self.node, uuid::Uuid::new_v4().simple());
         let writer = self.log.writer(job, writer_id).await.map_err(unavailable)?;
+        // The claim's span when this node pulled the job; a session started again
+        // after a panic (its claim already taken) continues in the current span.
+        let parent = self.claims.take(job).unwrap_or_else(tracing::Span::current);
         Ok(Box::new(NodeJobEvents {
             node: self.node.clone(),
             writer,
+            observer: JobObserver::new(self.metrics.clone(), parent),
         }))
     }
 

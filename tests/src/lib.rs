@@ -37,6 +37,9 @@ pub struct ClusterOptions {
     pub ack_wait_secs: Option<u64>,
     /// Run on a three-server JetStream cluster with three replicas per stream.
     pub nats_cluster: bool,
+    /// Run the agents in the sandbox (bubblewrap). Off by default: most tests are about
+    /// other things, and `sandbox.rs` tests the sandboxed node on its own.
+    pub sandbox: bool,
 }
 
 impl Default for ClusterOptions {
@@ -49,6 +52,7 @@ impl Default for ClusterOptions {
             node_keys: String::new(),
             ack_wait_secs: None,
             nats_cluster: false,
+            sandbox: false,
         }
     }
 }
@@ -68,6 +72,9 @@ pub struct Cluster {
     pub gateway: ChildProcess,
     pub coordinator: ChildProcess,
     pub node: ChildProcess,
+    /// Ports of the coordinator's and the first node's `/metrics`, `/healthz`, `/readyz`.
+    pub coordinator_metrics_port: u16,
+    pub node_metrics_port: u16,
     pub double: Option<ChildProcess>,
     /// Nodes started with [`Cluster::add_node`].
     pub extra_nodes: Vec<ChildProcess>,
@@ -80,6 +87,7 @@ pub struct Cluster {
 struct NodeTemplate {
     keys: String,
     ack_wait_secs: Option<u64>,
+    sandbox: bool,
     nats_url: String,
     replicas: usize,
     program: PathBuf,
@@ -89,10 +97,14 @@ struct NodeTemplate {
 }
 
 impl NodeTemplate {
-    /// Writes the config of node `name` and returns its path.
-    fn write(&self, name: &str, slots: usize) -> PathBuf {
+    /// Writes the config of node `name` and returns its path and metrics port.
+    fn write(&self, name: &str, slots: usize) -> (PathBuf, u16) {
         let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
-        let mut config = format!("{}\n", self.keys);
+        let metrics_port = free_port();
+        let mut config = format!(
+            "{}\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n",
+            self.keys
+        );
         if self.ack_wait_secs.is_some() {
             config.push_str(
                 "progress_interval_secs = 1\nheartbeat_interval_secs = 1\nheartbeat_ttl_secs = 3\n",
@@ -115,13 +127,27 @@ impl NodeTemplate {
         if let Some(ack_wait) = self.ack_wait_secs {
             config.push_str(&format!("ack_wait = {ack_wait}\n"));
         }
+        if self.sandbox {
+            config.push_str(&format!(
+                "[sandbox]\nruntime_dir = {}\n",
+                quote(
+                    &self
+                        .dir
+                        .join(format!("sandbox-{name}"))
+                        .display()
+                        .to_string()
+                )
+            ));
+        } else {
+            config.push_str("[sandbox]\nmode = \"off\"\n");
+        }
         config.push_str(&format!(
             "[[projects]]\nname = \"{PROJECT}\"\npath = {}\n",
             quote(&self.project_dir.display().to_string())
         ));
         let file = self.dir.join(format!("{name}.toml"));
         write(&file, &config);
-        file
+        (file, metrics_port)
     }
 }
 
@@ -165,10 +191,12 @@ impl Cluster {
         };
 
         let coordinator_file = dir.path().join("coordinator.toml");
+        let coordinator_metrics_port = free_port();
         write(
             &coordinator_file,
             &format!(
-                "database_url = {}\n[nats]\nurl = {}\n{streams}",
+                "database_url = {}\nmetrics_listen = \"127.0.0.1:{coordinator_metrics_port}\"\n\
+                 [nats]\nurl = {}\n{streams}",
                 quote(&database_url),
                 quote(&nats_url)
             ),
@@ -202,6 +230,7 @@ impl Cluster {
         let template = NodeTemplate {
             keys: options.node_keys.clone(),
             ack_wait_secs: options.ack_wait_secs,
+            sandbox: options.sandbox,
             nats_url: nats_url.clone(),
             replicas: if options.nats_cluster { 3 } else { 1 },
             program: program.clone(),
@@ -209,7 +238,7 @@ impl Cluster {
             project_dir: project_dir.clone(),
             dir: dir.path().to_path_buf(),
         };
-        let node_file = template.write("node-a", options.slots);
+        let (node_file, node_metrics_port) = template.write("node-a", options.slots);
 
         let coordinator = start_binary("paddock-coordinator", &coordinator_file);
         let gateway = start_binary("paddock-gateway", &gateway_file);
@@ -237,6 +266,8 @@ impl Cluster {
             gateway,
             coordinator,
             node,
+            coordinator_metrics_port,
+            node_metrics_port,
             double,
             extra_nodes: Vec::new(),
             template,
@@ -255,7 +286,7 @@ impl Cluster {
 
     /// Starts another node agent (same pool and project) and waits for its heartbeat.
     pub async fn add_node(&mut self, name: &str, slots: usize) {
-        let file = self.template.write(name, slots);
+        let (file, _) = self.template.write(name, slots);
         self.extra_nodes.push(start_binary("paddock-node", &file));
         let name = name.to_string();
         eventually(

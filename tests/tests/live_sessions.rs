@@ -433,6 +433,7 @@ async fn a_follow_up_after_the_end_resumes_the_session_in_a_new_job_on_its_node(
     );
 
     // With the node gone, the session cannot be resumed: a clear error.
+    cluster.ledger_final(accepted.job_id).await;
     cluster.node.kill();
     let error = cluster
         .client
@@ -440,4 +441,32 @@ async fn a_follow_up_after_the_end_resumes_the_session_in_a_new_job_on_its_node(
         .await
         .expect_err("node gone");
     assert!(format!("{error:#}").contains("node_gone"), "{error:#}");
+}
+
+#[tokio::test]
+async fn a_model_overload_is_retried_by_policy_and_the_turn_completes() {
+    // The CLI retries once itself (CLAUDE_CODE_MAX_RETRIES=1 in the harness), so the
+    // first two requests fail and the CLI reports an API error; the node then sends
+    // the turn again and the third request succeeds.
+    let cluster = Cluster::start(real_cli(json!({"conversations": [{
+        "match": "busy model",
+        "steps": [
+            {"error": {"status": 529, "fail_times": 2, "retry_after_seconds": 0},
+             "content": [{"type": "text", "text": "finally"}]}
+        ]
+    }]})))
+    .await;
+    let job = cluster.submit("busy model", JobOptions::default()).await;
+    let events = cluster.follow_to_end(job, 0, LONG).await;
+    let seen = kinds(&events);
+    assert!(seen.contains(&"turn.retrying"), "{seen:?}");
+    assert!(
+        matches!(events[events.len() - 1].body, EventBody::Completed { .. }),
+        "{seen:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.body, EventBody::AssistantText { text } if text == "finally"))
+    );
 }

@@ -2,12 +2,13 @@
 //! raise itself: each node's heartbeat age, state, slots, running jobs and drain
 //! deadline. The coordinator reports what its node registry says here (each heartbeat
 //! with [`FleetView::heartbeat`], or the whole registry every few seconds with
-//! [`FleetView::observe`] and [`FleetView::retain`]); ages are computed when Prometheus
+//! [`FleetView::observe_node`] (or [`FleetView::observe`]) and [`FleetView::retain`]); ages are computed when Prometheus
 //! scrapes, so a node that stopped beating shows an age that keeps growing.
 
 use super::{MetricGroup, float_gauge_vec, gauge_vec};
 use crate::TelemetryError;
 use crate::metrics::NodeState;
+use paddock_contract::node::NodeView;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
@@ -26,7 +27,8 @@ pub struct NodeReport {
 #[derive(Clone, Debug)]
 struct NodeEntry {
     report: NodeReport,
-    last_heartbeat: SystemTime,
+    /// `None` for a node listed without ever having been heard (no age to show).
+    last_heartbeat: Option<SystemTime>,
     drain_deadline: Option<SystemTime>,
 }
 
@@ -104,11 +106,11 @@ impl FleetView {
         let now = SystemTime::now();
         let entry = nodes.entry(node.to_string()).or_insert_with(|| NodeEntry {
             report,
-            last_heartbeat: now,
+            last_heartbeat: Some(now),
             drain_deadline: None,
         });
         entry.report = report;
-        entry.last_heartbeat = now;
+        entry.last_heartbeat = Some(now);
         if !matches!(report.state, NodeState::Draining) {
             entry.drain_deadline = None;
         }
@@ -129,7 +131,33 @@ impl FleetView {
             node.to_string(),
             NodeEntry {
                 report,
-                last_heartbeat: last_seen,
+                last_heartbeat: Some(last_seen),
+                drain_deadline: drain_deadline.filter(|_| report.state == NodeState::Draining),
+            },
+        );
+    }
+
+    /// [`FleetView::observe`] for one node as `NodeRegistry::list` lists it. A node
+    /// listed without a heartbeat (its entry aged out: `lost`) keeps the time it was
+    /// last heard here, so its heartbeat age keeps growing; one never heard shows
+    /// its state alone, without an age.
+    pub fn observe_node(&self, view: &NodeView) {
+        let report = NodeReport {
+            state: view.state.into(),
+            slots: usize::try_from(view.slots).unwrap_or(usize::MAX),
+            running: usize::try_from(view.used).unwrap_or(usize::MAX),
+        };
+        let drain_deadline = view.drain_deadline_ms.map(unix_ms);
+        let mut nodes = self.lock();
+        let last_heartbeat = view
+            .last_seen_ms
+            .map(unix_ms)
+            .or_else(|| nodes.get(&view.name).and_then(|e| e.last_heartbeat));
+        nodes.insert(
+            view.name.clone(),
+            NodeEntry {
+                report,
+                last_heartbeat,
                 drain_deadline: drain_deadline.filter(|_| report.state == NodeState::Draining),
             },
         );
@@ -179,12 +207,14 @@ impl FleetView {
         series.drain_deadline.reset();
         let now = SystemTime::now();
         for (name, entry) in nodes {
-            // A heartbeat stamped by a clock a little ahead of ours counts as fresh.
-            let age = now
-                .duration_since(entry.last_heartbeat)
-                .map(|age| age.as_secs_f64())
-                .unwrap_or(0.0);
-            series.heartbeat_age.with_label_values(&[name]).set(age);
+            if let Some(last_heartbeat) = entry.last_heartbeat {
+                // A heartbeat stamped by a clock a little ahead of ours counts as fresh.
+                let age = now
+                    .duration_since(last_heartbeat)
+                    .map(|age| age.as_secs_f64())
+                    .unwrap_or(0.0);
+                series.heartbeat_age.with_label_values(&[name]).set(age);
+            }
             for state in NodeState::ALL {
                 series
                     .state
@@ -210,6 +240,12 @@ impl FleetView {
             }
         }
     }
+}
+
+/// A wire timestamp (ms since the epoch) as a time; one before the epoch counts as
+/// the epoch.
+fn unix_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 impl Collector for FleetView {
@@ -281,6 +317,77 @@ mod tests {
         fleet.retain(&["fresh"]);
         let text = render(&registry).expect("render");
         assert!(!text.contains("\"old\""), "{text}");
+    }
+
+    fn listed(
+        name: &str,
+        state: paddock_contract::node::NodeState,
+        last_seen_ms: Option<i64>,
+    ) -> NodeView {
+        NodeView {
+            name: name.into(),
+            state,
+            desired: paddock_contract::node::DesiredState::Draining,
+            pool: Some("default".into()),
+            labels: Default::default(),
+            slots: 4,
+            used: 3,
+            running: Vec::new(),
+            version: None,
+            last_seen_ms,
+            drain_deadline_ms: Some(2_000_000),
+        }
+    }
+
+    #[test]
+    fn a_listed_node_is_observed_as_the_registry_says() {
+        use paddock_contract::node::NodeState as Listed;
+        let registry = Registry::new();
+        let fleet = FleetView::register(&registry).expect("fleet");
+        let now_ms = i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("after the epoch")
+                .as_millis(),
+        )
+        .expect("fits");
+        fleet.observe_node(&listed("busy", Listed::Draining, Some(now_ms - 10_000)));
+        fleet.observe_node(&listed("never", Listed::Lost, None));
+        let text = render(&registry).expect("render");
+        for expected in [
+            r#"paddock_fleet_node_state{node="busy",state="draining"} 1"#,
+            r#"paddock_fleet_node_slots{node="busy"} 4"#,
+            r#"paddock_fleet_node_jobs_running{node="busy"} 3"#,
+            r#"paddock_fleet_node_drain_deadline_timestamp_seconds{node="busy"} 2000"#,
+            r#"paddock_fleet_node_state{node="never",state="lost"} 1"#,
+        ] {
+            assert!(text.contains(expected), "{expected} missing from {text}");
+        }
+        assert!(
+            !text.contains(r#"paddock_fleet_node_heartbeat_age_seconds{node="never"}"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"paddock_fleet_node_drain_deadline_timestamp_seconds{node="never"}"#),
+            "{text}"
+        );
+
+        // Its heartbeat aged out: lost, and still ageing from when it was last heard.
+        fleet.observe_node(&listed("busy", Listed::Lost, None));
+        let text = render(&registry).expect("render");
+        assert!(
+            text.contains(r#"paddock_fleet_node_state{node="busy",state="lost"} 1"#),
+            "{text}"
+        );
+        let age = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"paddock_fleet_node_heartbeat_age_seconds{node="busy"} "#)?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(-1.0);
+        assert!(age >= 10.0, "{text}");
     }
 
     #[test]

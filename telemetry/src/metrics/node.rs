@@ -66,6 +66,20 @@ impl NodeState {
     }
 }
 
+impl From<paddock_contract::node::NodeState> for NodeState {
+    /// The state a node reports in its heartbeat, or the registry lists it in.
+    fn from(state: paddock_contract::node::NodeState) -> Self {
+        use paddock_contract::node::NodeState as Reported;
+        match state {
+            Reported::Ready => NodeState::Ready,
+            Reported::Draining => NodeState::Draining,
+            Reported::Drained => NodeState::Drained,
+            Reported::Cordoned => NodeState::Cordoned,
+            Reported::Lost => NodeState::Lost,
+        }
+    }
+}
+
 /// How an approval request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApprovalOutcome {
