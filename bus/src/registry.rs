@@ -155,7 +155,8 @@ impl NodeRegistry {
                         pool: Some(beat.pool.clone()),
                         labels: beat.labels.clone(),
                         slots: beat.slots,
-                        used: beat.slots.saturating_sub(beat.free),
+                        // Free permits are held by the claimer while it waits: count jobs.
+                        used: u32::try_from(beat.running.len()).unwrap_or(u32::MAX),
                         running: beat.running.clone(),
                         version: Some(beat.version.clone()),
                         last_seen_ms: Some(beat.at_ms),

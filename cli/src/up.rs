@@ -217,7 +217,7 @@ async fn start_all(
         ),
     )?;
     let mut gateway = format!(
-        "listen = \"127.0.0.1:{}\"\ndatabase_url = {}\ndata_dir = {}\n\n[nats]\nurl = {}\n\n\
+        "listen = \"127.0.0.1:{}\"\nmetrics_listen = \"127.0.0.1:9470\"\ndatabase_url = {}\ndata_dir = {}\n\n[nats]\nurl = {}\n\n\
          [auth]\nadmin_password_file = {}\n\n\
          [[api_tokens]]\nuser = \"admin\"\ntoken = {}\n\
          scopes = [\"jobs:read\", \"jobs:submit\", \"tools:approve\", \"nodes:admin\"]\n",
