@@ -85,7 +85,7 @@ impl Cluster {
         write(
             &coordinator_file,
             &format!(
-                "database_url = {}\n[nats]\nurl = {}\n",
+                "database_url = {}\nmetrics_listen = \"127.0.0.1:0\"\n[nats]\nurl = {}\n",
                 quote(&database_url),
                 quote(&nats.url())
             ),
@@ -164,7 +164,8 @@ impl Cluster {
         let home = self.dir.path().join(format!("agent-home-{name}"));
         std::fs::create_dir_all(&home).context("creating the agent's home")?;
         let config = format!(
-            "name = \"{name}\"\npool = \"default\"\nslots = {}\n\
+            "name = \"{name}\"\npool = \"default\"\nslots = {}\nmetrics_listen = \"127.0.0.1:0\"\n\
+             [sandbox]\nmode = \"off\"\n\
              [nats]\nurl = {}\n\
              [agent]\nprogram = {}\nhome = {}\nanthropic_api_key = \"bench\"\n\
              [[projects]]\nname = \"{PROJECT}\"\npath = {}\n",

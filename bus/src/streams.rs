@@ -122,6 +122,36 @@ fn events_config(settings: &StreamSettings) -> stream::Config {
     }
 }
 
+/// How long start-up keeps trying to create or check streams and consumers while
+/// JetStream is busy (a cluster electing a leader, a server restarting).
+const SETUP_PATIENCE: Duration = Duration::from_secs(45);
+
+/// Runs `attempt` until it succeeds, gives a final error, or [`SETUP_PATIENCE`] runs
+/// out; errors in between are logged and retried with a growing pause.
+async fn patiently<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, BusError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BusError>>,
+{
+    let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            // A stream with the wrong retention will not fix itself.
+            Err(e @ BusError::Stream { .. }) if e.to_string().contains("retention") => {
+                return Err(e);
+            }
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, ?pause, "{what} failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Creates both streams, or checks that existing ones have the retention Paddock
 /// relies on and updates their other settings.
 pub async fn ensure_streams(
@@ -129,7 +159,7 @@ pub async fn ensure_streams(
     settings: &StreamSettings,
 ) -> Result<(), BusError> {
     for config in [jobs_config(settings), events_config(settings)] {
-        ensure_stream(js, config).await?;
+        patiently("setting up a stream", || ensure_stream(js, config.clone())).await?;
     }
     Ok(())
 }
@@ -190,6 +220,16 @@ fn job_consumer_config(
 }
 
 async fn ensure_consumer(
+    js: &jetstream::Context,
+    config: consumer::pull::Config,
+) -> Result<consumer::PullConsumer, BusError> {
+    patiently("setting up a consumer", || {
+        try_ensure_consumer(js, config.clone())
+    })
+    .await
+}
+
+async fn try_ensure_consumer(
     js: &jetstream::Context,
     config: consumer::pull::Config,
 ) -> Result<consumer::PullConsumer, BusError> {
