@@ -734,7 +734,10 @@ async fn the_fleet_on_metrics_follows_the_node_registry() -> anyhow::Result<()> 
             state: paddock_contract::node::NodeState::Ready,
             slots: 3,
             free: 1,
-            running: Vec::new(),
+            running: vec![
+                paddock_contract::JobId::new(),
+                paddock_contract::JobId::new(),
+            ],
             version: "test".into(),
             at_ms: paddock_contract::now_unix_ms(),
         })
