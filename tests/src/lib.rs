@@ -196,7 +196,8 @@ impl Cluster {
             &coordinator_file,
             &format!(
                 "database_url = {}\nmetrics_listen = \"127.0.0.1:{coordinator_metrics_port}\"\n\
-                 [nats]\nurl = {}\n{streams}",
+                 [nats]\nurl = {}\n{streams}\
+                 [ledger_writer]\nack_wait = \"3s\"\ngap_wait = \"5s\"\n",
                 quote(&database_url),
                 quote(&nats_url)
             ),
@@ -353,7 +354,7 @@ impl Cluster {
     /// Waits until the ledger reports the job in a terminal state.
     pub async fn ledger_final(&self, job: JobId) -> JobView {
         eventually(
-            Duration::from_secs(20),
+            Duration::from_secs(60),
             "the ledger to record the job's end",
             || async {
                 self.client
