@@ -5,7 +5,9 @@
 //! 1. dispatch overhead: `POST /v1/jobs` to `job.started` / `session.init` on the
 //!    client's WebSocket, p50 and p99 over N jobs, against spawn-to-first-line;
 //! 2. throughput: a backlog of M jobs drained by one node and by two, in jobs per
-//!    second, against whole direct sessions at the same concurrency.
+//!    second, against whole direct sessions at the same concurrency;
+//! 3. durability (`--only durability`, not in the default run): what JetStream's
+//!    `sync_interval: always` costs against its default, two servers side by side.
 //!
 //! The machine is noisy, so the ratios are the figures that matter. Every process it
 //! starts is stopped when it exits, also on Ctrl-C or SIGTERM. `cluster.rs` starts the
@@ -16,6 +18,7 @@ mod api;
 mod cluster;
 mod cpu;
 mod dispatch;
+mod durability;
 mod floor;
 mod report;
 mod stats;
@@ -64,6 +67,8 @@ struct Args {
 enum Part {
     Dispatch,
     Throughput,
+    /// NATS `sync_interval: always` against the default (no Paddock cluster).
+    Durability,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -113,8 +118,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cpus: std::thread::available_parallelism().map_or(0, usize::from),
         date: report::today(),
         slots,
+        nats_only: args.only == Some(Part::Durability),
     };
     report::print_header(&header);
+    if args.only == Some(Part::Durability) {
+        let options = durability::Options {
+            rounds: 6,
+            sequential: (args.jobs as usize).max(10),
+            burst: (args.throughput_jobs as usize * 10).max(100),
+            in_flight: 64,
+        };
+        let settings = durability::run(&options).await?;
+        durability::print(&settings, &options);
+        return Ok(());
+    }
 
     let mut cluster = cluster::Cluster::start(binaries.clone(), slots).await?;
     let home = floor::home_in(cluster.dir())?;
@@ -140,7 +157,7 @@ async fn measure(
     let idle = report::idle_cpu(cluster).await;
     report::print_idle(&idle);
 
-    if args.only != Some(Part::Throughput) {
+    if args.only.is_none() || args.only == Some(Part::Dispatch) {
         let options = dispatch::Options {
             jobs: args.jobs as usize,
             warmup: args.warmup as usize,
@@ -152,7 +169,7 @@ async fn measure(
         report::print_dispatch(&result);
     }
 
-    if args.only != Some(Part::Dispatch) {
+    if args.only.is_none() || args.only == Some(Part::Throughput) {
         let options = throughput::Options {
             jobs: args.throughput_jobs as usize,
             submitters: args.submitters as usize,

@@ -16,6 +16,8 @@ pub struct Header {
     pub cpus: usize,
     pub date: String,
     pub slots: usize,
+    /// Nothing but two nats-servers (the durability part).
+    pub nats_only: bool,
 }
 
 pub fn print_header(header: &Header) {
@@ -25,6 +27,10 @@ pub fn print_header(header: &Header) {
     );
     println!("binaries: {}", header.binaries);
     print_load();
+    if header.nats_only {
+        println!("two nats-servers on 127.0.0.1, file storage in a temp dir");
+        return;
+    }
     println!(
         "cluster: nats-server, coordinator, gateway (SQLite ledger), node agents with {} slots running paddock-fake-agent; all on 127.0.0.1",
         header.slots
