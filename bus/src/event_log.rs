@@ -33,6 +33,14 @@ pub enum EventLogError {
     Read { job: JobId, detail: String },
 }
 
+/// An event as the log holds it, with the NATS headers it was appended with
+/// (`traceparent` among them when the writer was in a traced span).
+#[derive(Debug)]
+pub struct LoggedEvent {
+    pub event: JobEvent,
+    pub headers: Option<async_nats::HeaderMap>,
+}
+
 /// Handle on the events stream.
 #[derive(Clone)]
 pub struct EventLog {
@@ -97,6 +105,21 @@ impl EventLog {
         after_seq: u64,
     ) -> Result<impl Stream<Item = Result<JobEvent, EventLogError>> + Send + 'static, EventLogError>
     {
+        let logged = self.follow_logged(job, after_seq).await?;
+        Ok(logged.map(|item| item.map(|logged| logged.event)))
+    }
+
+    /// As [`EventLog::follow`], with the headers each event was appended with: their
+    /// `traceparent` names the span that appended it, so a reader can make its own
+    /// work on the event (delivering it to a client) part of that trace.
+    pub async fn follow_logged(
+        &self,
+        job: JobId,
+        after_seq: u64,
+    ) -> Result<
+        impl Stream<Item = Result<LoggedEvent, EventLogError>> + Send + 'static,
+        EventLogError,
+    > {
         let consumer = self
             .stream
             .create_consumer(OrderedConfig {
@@ -122,7 +145,10 @@ impl EventLog {
                 Ok(message) => match serde_json::from_slice::<JobEvent>(&message.payload) {
                     Ok(event) if event.seq > last_seen => {
                         last_seen = event.seq;
-                        Some(Ok(event))
+                        Some(Ok(LoggedEvent {
+                            event,
+                            headers: message.message.headers,
+                        }))
                     }
                     Ok(_) => None,
                     Err(e) => {

@@ -18,20 +18,36 @@
 //! subscriptions and nothing else. Items in the outbox carry the id of the
 //! subscription that made them, so nothing of a subscription is sent after its
 //! `Unsubscribed`.
+//!
+//! A socket lives no longer than the access token it was opened with. The gateway
+//! remembers the token's expiry at the upgrade, sends `TokenExpiring`
+//! [`TOKEN_WARNING`] before it (halfway, for a token with less than twice that left),
+//! and at the expiry closes the socket with [`TOKEN_EXPIRED`] ("token expired"). A
+//! client keeps its socket by sending `Authenticate { token }` with a fresh access
+//! token (from `POST /v1/auth/refresh`): checked as the upgrade's was (valid, a live
+//! sign-in, the route's scope) and refused unless it is the same user's; once
+//! accepted it is the socket's caller, its expiry the socket's, and every
+//! subscription is checked again with it (one the new token may not see ends with an
+//! `Error`). A refused token counts as a bad message. Service tokens do not expire.
+//!
+//! Each delivered event gets a `ws.deliver` span, a child of the span that appended
+//! the event (its `traceparent` header), lasting until the event is on the socket, so
+//! a job's trace ends at the client. Only events whose producer was sampled get one.
 
-use crate::access::visible_job;
+use crate::access::{self, Access, visible_job};
 use crate::auth::{Caller, WsCaller};
 use crate::error::{ApiError, code};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use paddock_contract::JobId;
 use paddock_contract::api::{ClientMessage, ServerMessage};
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +61,13 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(60);
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long before its access token expires a socket is told (`TokenExpiring`), at
+/// most: a token with less than twice this left is warned halfway through what it has.
+pub const TOKEN_WARNING: Duration = Duration::from_secs(60);
+/// The close code of a socket whose access token expired (4000–4999: private use).
+pub const TOKEN_EXPIRED: u16 = 4001;
+/// The route whose policy (scope, rate limit) a token sent over the socket must meet.
+const WS_ROUTE: &str = "/v1/ws";
 /// Messages waiting for the socket, across its subscriptions.
 const OUTBOX: usize = 256;
 /// Failed attempts in a row to read a job's log before the subscription gives up.
@@ -53,27 +76,74 @@ const MAX_FOLLOW_FAILURES: u32 = 5;
 pub async fn upgrade(
     State(state): State<AppState>,
     WsCaller(caller): WsCaller,
+    headers: HeaderMap,
+    uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => return ApiError::BadRequest(rejection.body_text()).into_response(),
     };
+    let expires = presented_token(&headers, &uri).and_then(|token| token_expiry(&state, &token));
     let sessions = state.sessions().clone();
     upgrade
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
-        .on_upgrade(move |socket| sessions.track_future(run_session(state, caller, socket)))
+        .on_upgrade(move |socket| {
+            sessions.track_future(run_session(state, caller, expires, socket))
+        })
+}
+
+/// The token the upgrade request was authenticated with, found where [`WsCaller`]
+/// looks: the `Authorization: Bearer` header first, then `?access_token=`.
+fn presented_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct AccessToken {
+        access_token: Option<String>,
+    }
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string())
+        .filter(|token| !token.is_empty());
+    bearer.or_else(|| {
+        axum::extract::Query::<AccessToken>::try_from_uri(uri)
+            .ok()
+            .and_then(|query| query.0.access_token)
+    })
+}
+
+/// When an access token expires; `None` for a service token, which does not. A JWT
+/// that no longer verifies (it expired between the check and now) expires now.
+fn token_expiry(state: &AppState, token: &str) -> Option<Instant> {
+    if token.split('.').count() != 3 {
+        return None;
+    }
+    Some(match state.auth().keys().verify(token) {
+        Ok(claims) => instant_of_unix(claims.exp),
+        Err(_) => Instant::now(),
+    })
+}
+
+/// The moment of a Unix time in seconds, on the monotonic clock timers use.
+fn instant_of_unix(seconds: u64) -> Instant {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Instant::now() + Duration::from_secs(seconds).saturating_sub(now)
 }
 
 /// Serves one socket until it closes, then ends its subscriptions.
-async fn run_session(state: AppState, caller: Caller, socket: WebSocket) {
+async fn run_session(state: AppState, caller: Caller, expires: Option<Instant>, socket: WebSocket) {
     let _open = state.metrics().websocket_opened();
     let (outbox, mut inbox) = mpsc::channel(OUTBOX);
-    let mut session = Session::new(state, caller, outbox);
+    let mut session = Session::new(state, caller, expires, outbox);
     let user = session.caller.user.clone();
     tracing::debug!(%user, "websocket opened");
     let exit = session.serve(socket, &mut inbox).await;
     session.closing.cancel();
+    session.state.metrics().websocket_closed(exit.label());
     let reason = match exit {
         Exit::PeerGone => "peer gone",
         Exit::Close(_, reason) => reason,
@@ -89,6 +159,8 @@ enum Outgoing {
         subscription: u64,
         job: JobId,
         message: Box<ServerMessage>,
+        /// The event's `ws.deliver` span (or none), ended once the message is sent.
+        span: tracing::Span,
     },
     /// The subscription's task has ended, after the job's last event or with an error.
     Finished {
@@ -118,6 +190,10 @@ struct Session {
     next_subscription: u64,
     outbox: mpsc::Sender<Outgoing>,
     bad_messages: u32,
+    /// When the caller's access token expires (`None`: a service token).
+    expires: Option<Instant>,
+    /// When to send `TokenExpiring` for the current token; `None` once sent.
+    warn_at: Option<Instant>,
     /// Cancelled when the socket closes: stops every subscription task.
     closing: CancellationToken,
 }
@@ -128,8 +204,58 @@ enum Exit {
     Close(u16, &'static str),
 }
 
+impl Exit {
+    /// The reason in `paddock_websocket_closes_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Exit::PeerGone => "peer_gone",
+            Exit::Close(TOKEN_EXPIRED, _) => "token_expired",
+            Exit::Close(close_code::POLICY, _) => "too_many_bad_messages",
+            Exit::Close(close_code::AWAY, _) => "gateway_stopping",
+            Exit::Close(..) => "other",
+        }
+    }
+}
+
+/// What one turn of the socket's loop sends, and the span (a `ws.deliver`, or none)
+/// that lasts until it is sent.
+struct Replies {
+    messages: Vec<Message>,
+    span: tracing::Span,
+}
+
+impl From<Vec<Message>> for Replies {
+    fn from(messages: Vec<Message>) -> Self {
+        Replies {
+            messages,
+            span: tracing::Span::none(),
+        }
+    }
+}
+
+/// When to warn about a token expiring at `expires`: [`TOKEN_WARNING`] before, or
+/// halfway through what is left when that is less than twice the warning.
+fn warning_time(expires: Option<Instant>) -> Option<Instant> {
+    let expires = expires?;
+    let left = expires.saturating_duration_since(Instant::now());
+    Some(expires - TOKEN_WARNING.min(left / 2))
+}
+
+/// Sleeps until `at`; forever when there is no `at`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Session {
-    fn new(state: AppState, caller: Caller, outbox: mpsc::Sender<Outgoing>) -> Self {
+    fn new(
+        state: AppState,
+        caller: Caller,
+        expires: Option<Instant>,
+        outbox: mpsc::Sender<Outgoing>,
+    ) -> Self {
         let closing = state.shutdown().child_token();
         Session {
             state,
@@ -138,6 +264,8 @@ impl Session {
             next_subscription: 0,
             outbox,
             bad_messages: 0,
+            expires,
+            warn_at: warning_time(expires),
             closing,
         }
     }
@@ -148,13 +276,22 @@ impl Session {
         let mut last_heard = Instant::now();
         let shutdown = self.state.shutdown().clone();
         let exit = loop {
-            let outcome = tokio::select! {
+            let outcome: Result<Replies, Exit> = tokio::select! {
                 () = shutdown.cancelled() => Err(Exit::Close(close_code::AWAY, "the gateway is stopping")),
+                () = sleep_until(self.expires) => Err(Exit::Close(TOKEN_EXPIRED, "token expired")),
+                () = sleep_until(self.warn_at) => {
+                    self.warn_at = None;
+                    let left = self.expires.map(|expires| expires.saturating_duration_since(Instant::now()));
+                    let warning = ServerMessage::TokenExpiring {
+                        expires_in_secs: left.unwrap_or_default().as_secs(),
+                    };
+                    Ok(vec![encode(warning)].into())
+                }
                 incoming = socket.recv() => match incoming {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(Exit::PeerGone),
                     Some(Ok(message)) => {
                         last_heard = Instant::now();
-                        self.take(message)
+                        self.take(message).await.map(Replies::from)
                     }
                 },
                 Some(outgoing) = inbox.recv() => Ok(self.deliver(outgoing)),
@@ -162,17 +299,19 @@ impl Session {
                     if last_heard.elapsed() > PEER_TIMEOUT {
                         Err(Exit::PeerGone)
                     } else {
-                        Ok(vec![Message::Ping(Default::default())])
+                        Ok(vec![Message::Ping(Default::default())].into())
                     }
                 }
             };
             match outcome {
-                Ok(replies) => {
-                    for reply in replies {
-                        if send(&mut socket, reply).await.is_err() {
+                Ok(Replies { messages, span }) => {
+                    for message in messages {
+                        if send(&mut socket, message).await.is_err() {
                             return Exit::PeerGone;
                         }
                     }
+                    // The event is on the socket: its delivery span ends here.
+                    drop(span);
                 }
                 Err(exit) => break exit,
             }
@@ -188,7 +327,7 @@ impl Session {
     }
 
     /// Handles one message from the client; returns what to send back now.
-    fn take(&mut self, message: Message) -> Result<Vec<Message>, Exit> {
+    async fn take(&mut self, message: Message) -> Result<Vec<Message>, Exit> {
         let parsed = match &message {
             Message::Text(text) => serde_json::from_str::<ClientMessage>(text.as_str())
                 .map_err(|e| format!("not a client message: {e}")),
@@ -221,15 +360,105 @@ impl Session {
                 self.steer(job_id, Steer::Interrupt);
                 None
             }
-            Err(problem) => {
-                self.bad_messages += 1;
-                if self.bad_messages >= MAX_BAD_MESSAGES {
-                    return Err(Exit::Close(close_code::POLICY, "too many bad messages"));
+            Ok(ClientMessage::Authenticate { token }) => match self.authenticate(&token).await {
+                Ok(reply) => Some(reply),
+                Err(error) => {
+                    self.count_bad_message()?;
+                    Some(error_message(
+                        error.code(),
+                        format!("the token was not taken: {error}"),
+                    ))
                 }
+            },
+            Err(problem) => {
+                self.count_bad_message()?;
                 Some(error_message(code::BAD_REQUEST, problem))
             }
         };
         Ok(reply.map(encode).into_iter().collect())
+    }
+
+    /// Counts an unusable message; too many close the socket as abusive.
+    fn count_bad_message(&mut self) -> Result<(), Exit> {
+        self.bad_messages += 1;
+        if self.bad_messages >= MAX_BAD_MESSAGES {
+            return Err(Exit::Close(close_code::POLICY, "too many bad messages"));
+        }
+        Ok(())
+    }
+
+    /// Takes a fresh token over the socket (`ClientMessage::Authenticate`): checked
+    /// as the upgrade's was, then the same user's or refused. On success it becomes
+    /// the socket's caller and expiry, and each subscription is checked again with it.
+    async fn authenticate(&mut self, token: &str) -> Result<ServerMessage, ApiError> {
+        let metrics = self.state.metrics();
+        let mut caller = match self.state.auth().authenticate(token).await {
+            Ok(caller) => caller,
+            Err(error) => {
+                if matches!(error, ApiError::Unauthorized) {
+                    metrics.auth_failure("unauthorized");
+                }
+                return Err(error);
+            }
+        };
+        if !same_user(&self.caller, &caller) {
+            metrics.auth_failure("wrong_user");
+            return Err(ApiError::Forbidden(
+                "a socket keeps its user: the token is another user's".into(),
+            ));
+        }
+        if let Some(policy) = access::route_policy(&Method::GET, WS_ROUTE) {
+            if let Access::Scope(scope) = policy.access
+                && let Err(error) = caller.require(scope)
+            {
+                metrics.auth_failure("forbidden");
+                return Err(error);
+            }
+            if let Some(kind) = policy.limit {
+                self.state
+                    .auth()
+                    .limits()
+                    .check(kind, &caller.limit_keys())?;
+            }
+        }
+        caller.address = self.caller.address.clone();
+        self.caller = caller;
+        self.expires = token_expiry(&self.state, token);
+        self.warn_at = warning_time(self.expires);
+        self.recheck_subscriptions();
+        let left = self
+            .expires
+            .map(|expires| expires.saturating_duration_since(Instant::now()).as_secs());
+        Ok(ServerMessage::Authenticated {
+            expires_in_secs: left,
+        })
+    }
+
+    /// Checks every subscription again with the current caller (after a new token):
+    /// one it may no longer see is stopped and ends with an error.
+    fn recheck_subscriptions(&self) {
+        for (job, subscription) in &self.subscriptions {
+            let state = self.state.clone();
+            let caller = self.caller.clone();
+            let outbox = self.outbox.clone();
+            let stop = subscription.stop.clone();
+            let (job, id) = (*job, subscription.id);
+            self.state.sessions().spawn(async move {
+                let allowed = tokio::select! {
+                    () = stop.cancelled() => return,
+                    allowed = visible_job(&state, &caller, job) => allowed,
+                };
+                if let Err(error) = allowed {
+                    stop.cancel();
+                    let finished = Outgoing::Finished {
+                        subscription: id,
+                        job,
+                        error: Some(error),
+                    };
+                    let _ = outbox.send(finished).await;
+                }
+            });
+        }
     }
 
     /// Runs a steering request as the REST routes do; only a failure is answered (its
@@ -292,24 +521,28 @@ impl Session {
 
     /// Turns what a subscription task produced into what goes on the socket, dropping
     /// whatever belongs to a subscription that has ended.
-    fn deliver(&mut self, outgoing: Outgoing) -> Vec<Message> {
+    fn deliver(&mut self, outgoing: Outgoing) -> Replies {
         let current = |subscriptions: &HashMap<JobId, Subscription>, job: &JobId, id: u64| {
             subscriptions.get(job).is_some_and(|s| s.id == id)
         };
         match outgoing {
-            Outgoing::Reply(message) => vec![encode(*message)],
+            Outgoing::Reply(message) => vec![encode(*message)].into(),
             Outgoing::Message {
                 subscription,
                 job,
                 message,
+                span,
             } => {
                 if current(&self.subscriptions, &job, subscription) {
                     if matches!(*message, ServerMessage::Event { .. }) {
                         self.state.metrics().websocket_events_sent(1);
                     }
-                    vec![encode(*message)]
+                    Replies {
+                        messages: vec![encode(*message)],
+                        span,
+                    }
                 } else {
-                    Vec::new()
+                    Vec::new().into()
                 }
             }
             Outgoing::Finished {
@@ -318,14 +551,14 @@ impl Session {
                 error,
             } => {
                 if !current(&self.subscriptions, &job, subscription) {
-                    return Vec::new();
+                    return Vec::new().into();
                 }
                 self.subscriptions.remove(&job);
                 let message = match error {
                     None => ServerMessage::Unsubscribed { job_id: job },
                     Some(error) => error_message(error.code(), format!("job {job}: {error}")),
                 };
-                vec![encode(message)]
+                vec![encode(message)].into()
             }
         }
     }
@@ -367,11 +600,12 @@ impl Follower {
             .await;
     }
 
-    async fn send(&self, message: ServerMessage) -> Result<(), Stopped> {
+    async fn send(&self, message: ServerMessage, span: tracing::Span) -> Result<(), Stopped> {
         let item = Outgoing::Message {
             subscription: self.subscription,
             job: self.job,
             message: Box::new(message),
+            span,
         };
         self.outbox.send(item).await.map_err(|_| Stopped::Cancelled)
     }
@@ -386,7 +620,7 @@ impl Follower {
             job_id: self.job,
             after_seq,
         };
-        if let Err(stopped) = self.send(subscribed).await {
+        if let Err(stopped) = self.send(subscribed, tracing::Span::none()).await {
             return Ok(stopped);
         }
         let mut last_seq = after_seq;
@@ -419,7 +653,7 @@ impl Follower {
     ) -> Result<Stopped, paddock_bus::EventLogError> {
         let events = tokio::select! {
             () = self.stop.cancelled() => return Ok(Stopped::Cancelled),
-            events = self.state.events().follow(self.job, *last_seq) => events?,
+            events = self.state.events().follow_logged(self.job, *last_seq) => events?,
         };
         futures::pin_mut!(events);
         loop {
@@ -427,8 +661,8 @@ impl Follower {
                 () = self.stop.cancelled() => return Ok(Stopped::Cancelled),
                 next = events.next() => next,
             };
-            let event = match next {
-                Some(Ok(event)) => event,
+            let logged = match next {
+                Some(Ok(logged)) => logged,
                 Some(Err(error)) => return Err(error),
                 None => {
                     return Err(paddock_bus::EventLogError::Read {
@@ -438,9 +672,14 @@ impl Follower {
                 }
             };
             *failures = 0;
+            let event = logged.event;
             *last_seq = event.seq;
             let terminal = event.is_terminal();
-            if let Err(stopped) = self.send(ServerMessage::Event { event }).await {
+            let span = paddock_telemetry::propagation::sampled_child(
+                logged.headers.as_ref(),
+                || tracing::info_span!(parent: None, "ws.deliver", job = %self.job, seq = event.seq, kind = event.kind()),
+            );
+            if let Err(stopped) = self.send(ServerMessage::Event { event }, span).await {
                 return Ok(stopped);
             }
             if terminal {
@@ -448,6 +687,16 @@ impl Follower {
             }
         }
     }
+}
+
+/// Whether two callers are the same user: the same name (what jobs record) and, for
+/// two signed-in accounts, the same account.
+fn same_user(current: &Caller, presented: &Caller) -> bool {
+    current.user == presented.user
+        && match (current.user_id(), presented.user_id()) {
+            (Some(current), Some(presented)) => current == presented,
+            _ => true,
+        }
 }
 
 fn error_message(code: &str, message: impl Into<String>) -> ServerMessage {

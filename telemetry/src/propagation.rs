@@ -90,6 +90,38 @@ pub fn set_parent(span: &tracing::Span, headers: Option<&HeaderMap>) -> bool {
     span.set_parent(context).is_ok()
 }
 
+/// A span made by `make` as a child of the span that published the message with
+/// `headers`, but only when that parent was sampled: otherwise (no trace context, a
+/// malformed one, or a parent the sampler dropped) `make` is not called and the
+/// span is [`tracing::Span::none`], so a reader that opens a span per message pays
+/// nothing for the messages nobody traces. `make` should give its span `parent: None`
+/// so that it does not also hang below whatever span is current.
+pub fn sampled_child(
+    headers: Option<&HeaderMap>,
+    make: impl FnOnce() -> tracing::Span,
+) -> tracing::Span {
+    let Some(headers) = headers else {
+        return tracing::Span::none();
+    };
+    if headers.get(TRACEPARENT).is_none() {
+        return tracing::Span::none();
+    }
+    let context = extract(headers);
+    let sampled = {
+        let span = context.span();
+        let span_context = span.span_context();
+        span_context.is_valid() && span_context.is_sampled()
+    };
+    if !sampled {
+        return tracing::Span::none();
+    }
+    let span = make();
+    if span.is_disabled() || span.set_parent(context).is_err() {
+        return tracing::Span::none();
+    }
+    span
+}
+
 /// The trace id of the current span, as 32 hex digits, when there is one: to show
 /// a user or to put in an error body, so that a report leads to the trace.
 pub fn current_trace_id() -> Option<String> {
@@ -138,6 +170,44 @@ mod tests {
         assert!(!extract(&headers).span().span_context().is_valid());
         assert!(!set_parent(&tracing::Span::none(), Some(&headers)));
         assert!(!set_parent(&tracing::Span::none(), None));
+    }
+
+    #[test]
+    fn only_a_sampled_parent_gets_a_child_span() {
+        let (dispatch, _guard) = crate::TracingSetup::new("propagation-test")
+            .filter("info")
+            .dispatch(std::io::sink)
+            .expect("a tracing setup without an exporter");
+        tracing::dispatcher::with_default(&dispatch, || {
+            let with = |traceparent: &str| {
+                let mut headers = HeaderMap::new();
+                headers.insert(TRACEPARENT, traceparent);
+                headers
+            };
+            let sampled = with("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+            let child = sampled_child(
+                Some(&sampled),
+                || tracing::info_span!(parent: None, "ws.deliver"),
+            );
+            assert!(!child.is_none());
+            let context = child.context();
+            let span = context.span();
+            assert_eq!(
+                span.span_context().trace_id().to_string(),
+                "4bf92f3577b34da6a3ce929d0e0e4736"
+            );
+
+            let mut made = 0;
+            let dropped = with("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+            for headers in [Some(&dropped), Some(&HeaderMap::new()), None] {
+                let child = sampled_child(headers, || {
+                    made += 1;
+                    tracing::info_span!(parent: None, "ws.deliver")
+                });
+                assert!(child.is_none());
+            }
+            assert_eq!(made, 0, "no span is made for an unsampled parent");
+        });
     }
 
     #[test]

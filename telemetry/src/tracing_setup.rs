@@ -194,6 +194,12 @@ fn with_exporter(
     endpoint: &str,
 ) -> Result<TracerProviderBuilder, TelemetryError> {
     use opentelemetry_otlp::WithExportConfig as _;
+    // The exporter's client (reqwest, built with rustls but no crypto provider)
+    // panics without a process-wide provider, and this runs before a binary sets up
+    // anything else: install the workspace's (ring) unless one is there already.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let url = traces_url(endpoint);
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()

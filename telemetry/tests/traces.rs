@@ -117,9 +117,8 @@ fn event(job: JobId, seq: u64, body: EventBody) -> JobEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_job_is_one_trace_across_gateway_nats_and_node() {
-    // The exporter's HTTP client may be built with rustls (feature unification with
-    // the tests' reqwest), which needs a crypto provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // No crypto provider is installed here: setting up the exporter must install
+    // one (its HTTP client is reqwest with rustls), as it does in the binaries.
     let received: Received = Arc::default();
     let collector = start_receiver(received.clone()).await;
     let setup = |service: &str| {

@@ -1,11 +1,12 @@
 //! Observability across real processes: after a scripted run of a few jobs with the
 //! fake agent (two that complete, one whose agent keeps crashing and ends
 //! `agent_crashed` after its restarts, one whose agent reports an error and ends
-//! `agent_error`), the node agent's and the coordinator's `/metrics` pass
-//! `promtool check metrics` and count exactly that; their `/readyz` and `/healthz`
-//! answer 200, with the checks each component makes (node: NATS and the sandbox;
-//! coordinator: NATS and the ledger database). (The gateway's metrics, and one
-//! trace spanning gateway and node, are wired with the gateway.)
+//! `agent_error`), each followed over a WebSocket, and two refused requests (a bad
+//! token, a missing scope), the gateway's, the node agent's and the coordinator's
+//! `/metrics` pass `promtool check metrics` and count exactly that; their `/readyz`
+//! and `/healthz` answer 200, with the checks each component makes (gateway and
+//! coordinator: NATS and the ledger database; node: NATS and the sandbox). One trace
+//! across the gateway and the node is `traces.rs`.
 
 use paddock_contract::{EventBody, JobId, JobOptions, JobStatus};
 use paddock_testkit::eventually;
@@ -155,8 +156,9 @@ async fn ready(component: &str, port: u16) -> serde_json::Value {
     report["checks"].clone()
 }
 
-/// Runs `prompt` to its end and returns the failure reason, if it failed.
-async fn run(cluster: &Cluster, prompt: &str) -> (JobId, Option<String>) {
+/// Runs `prompt` to its end, following it over a WebSocket; returns the failure
+/// reason, if it failed, and the number of events the socket delivered.
+async fn run(cluster: &Cluster, prompt: &str) -> (JobId, Option<String>, usize) {
     let job = cluster.submit(prompt, JobOptions::default()).await;
     let events = cluster.follow_to_end(job, 0, WAIT).await;
     let reason = match &events[events.len() - 1].body {
@@ -164,14 +166,26 @@ async fn run(cluster: &Cluster, prompt: &str) -> (JobId, Option<String>) {
         EventBody::Failed { reason, .. } => Some(reason.clone()),
         _ => panic!("{prompt:?} ended unexpectedly: {:?}", kinds(&events)),
     };
-    (job, reason)
+    (job, reason, events.len())
+}
+
+/// The status of a request to the gateway's API made with `token`.
+async fn status_of(request: reqwest::RequestBuilder, token: &str) -> u16 {
+    request
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request to the gateway: {e}"))
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]
-async fn node_and_coordinator_metrics_count_a_scripted_run_and_pass_promtool() {
+async fn every_components_metrics_count_a_scripted_run_and_pass_promtool() {
     let cluster = Cluster::start(ClusterOptions::default()).await;
     let node_port = cluster.node_metrics_port;
     let coordinator_port = cluster.coordinator_metrics_port;
+    let gateway_port = cluster.gateway_metrics_port;
 
     let node_checks = ready("node", node_port).await;
     assert_eq!(node_checks["nats"], "ok", "{node_checks}");
@@ -179,22 +193,36 @@ async fn node_and_coordinator_metrics_count_a_scripted_run_and_pass_promtool() {
     let coordinator_checks = ready("coordinator", coordinator_port).await;
     assert_eq!(coordinator_checks["nats"], "ok", "{coordinator_checks}");
     assert_eq!(coordinator_checks["database"], "ok", "{coordinator_checks}");
-    for port in [node_port, coordinator_port] {
+    let gateway_checks = ready("gateway", gateway_port).await;
+    assert_eq!(gateway_checks["nats"], "ok", "{gateway_checks}");
+    assert_eq!(gateway_checks["database"], "ok", "{gateway_checks}");
+    for port in [node_port, coordinator_port, gateway_port] {
         let health = get(port, "/healthz").await.map(|(status, _)| status);
         assert_eq!(health, Some(200), "/healthz on port {port}");
     }
 
     let mut jobs = Vec::new();
+    let mut delivered = 0;
     for (prompt, wanted) in [
         ("hello fake:bytes=10", None),
         ("hello again fake:bytes=20", None),
         ("crash fake:exit=3", Some("agent_crashed")),
         ("fails fake:error", Some("agent_error")),
     ] {
-        let (job, reason) = run(&cluster, prompt).await;
+        let (job, reason, events) = run(&cluster, prompt).await;
         assert_eq!(reason.as_deref(), wanted, "{prompt}");
         jobs.push(job);
+        delivered += events;
     }
+    // Two refusals: a token nobody issued, and a user without `nodes:admin`.
+    let http = reqwest::Client::new();
+    let jobs_url = format!("{}/v1/jobs", cluster.url);
+    assert_eq!(status_of(http.get(&jobs_url), "not-a-token").await, 401);
+    let drain_url = format!("{}/v1/nodes/node-a/drain", cluster.url);
+    assert_eq!(
+        status_of(http.post(&drain_url), "bob-token-0123456789").await,
+        403
+    );
     for job in &jobs {
         let view = cluster.ledger_final(*job).await;
         assert!(
@@ -310,7 +338,58 @@ async fn node_and_coordinator_metrics_count_a_scripted_run_and_pass_promtool() {
     );
     assert_promtool_accepts("node", &node);
 
+    // The gateway: the four submissions, each followed on its own socket (upgraded,
+    // fed every event of its job, gone when the client left), the two refusals.
+    let request = |method: &str, route: &str, status: u16| {
+        format!(
+            r#"paddock_http_requests_total{{method="{method}",route="{route}",status="{status}"}}"#
+        )
+    };
+    let gateway = metrics_showing(
+        "gateway",
+        gateway_port,
+        &[
+            (
+                r#"paddock_jobs_submitted_total{project="demo"}"#.into(),
+                4.0,
+            ),
+            (request("POST", "/v1/jobs", 202), 4.0),
+            (request("GET", "/v1/ws", 101), 4.0),
+            (request("GET", "/v1/jobs", 401), 1.0),
+            (request("POST", "/v1/nodes/{name}/drain", 403), 1.0),
+            (
+                r#"paddock_auth_failures_total{reason="unauthorized"}"#.into(),
+                1.0,
+            ),
+            (
+                r#"paddock_auth_failures_total{reason="forbidden"}"#.into(),
+                1.0,
+            ),
+            ("paddock_websocket_connections".into(), 0.0),
+            (
+                "paddock_websocket_events_sent_total".into(),
+                delivered as f64,
+            ),
+            (
+                r#"paddock_websocket_closes_total{reason="peer_gone"}"#.into(),
+                4.0,
+            ),
+            ("paddock_nats_connected".into(), 1.0),
+        ],
+    )
+    .await;
+    assert!(
+        gateway.contains(r#"paddock_build_info{service="paddock-gateway""#),
+        "{gateway}"
+    );
+    assert!(
+        !gateway.contains("paddock_rate_limited_total{"),
+        "nothing was rate-limited:\n{gateway}"
+    );
+    assert_promtool_accepts("gateway", &gateway);
+
     // Still ready after the run.
     ready("node", node_port).await;
     ready("coordinator", coordinator_port).await;
+    ready("gateway", gateway_port).await;
 }

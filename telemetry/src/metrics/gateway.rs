@@ -1,7 +1,8 @@
 //! The gateway's metrics: jobs submitted, the API's requests and their latency by
-//! route, auth failures, rate limits, quota refusals, WebSocket connections and the
-//! events sent on them. HTTP requests are recorded by the middleware in
-//! [`crate::http::track_requests`]; everything else by one call where it happens.
+//! route, auth failures, rate limits, quota refusals, WebSocket connections, the
+//! events sent on them and why they closed. HTTP requests are recorded by the
+//! middleware in [`crate::http::track_requests`]; everything else by one call where
+//! it happens.
 
 use super::{
     HTTP_DURATION_BUCKETS, MetricGroup, counter, counter_vec, gauge, histogram_vec, quota_refusals,
@@ -31,6 +32,8 @@ pub struct GatewayMetrics {
     quota_refusals: IntCounterVec,
     websocket_connections: IntGauge,
     websocket_events_sent: IntCounter,
+    websocket_closes: IntCounterVec,
+    push_notifications: IntCounterVec,
     projects: BoundedLabel,
     routes: BoundedLabel,
     small: BoundedLabel,
@@ -91,6 +94,14 @@ impl GatewayMetrics {
                 "paddock_websocket_events_sent_total",
                 "Job events sent to clients over WebSockets.",
             ))?,
+            websocket_closes: counter_vec(
+                Opts::new(
+                    "paddock_websocket_closes_total",
+                    "WebSockets ended, by reason: peer_gone (the client closed or stopped answering), token_expired (its access token expired without a refresh over the socket), too_many_bad_messages, gateway_stopping.",
+                ),
+                &["reason"],
+            )?,
+            push_notifications: push_notifications()?,
             projects: BoundedLabel::new(MAX_PROJECTS),
             routes: BoundedLabel::new(MAX_SMALL_SET),
             small: BoundedLabel::new(MAX_SMALL_SET),
@@ -151,6 +162,14 @@ impl GatewayMetrics {
     pub fn websocket_events_sent(&self, count: u64) {
         self.websocket_events_sent.inc_by(count);
     }
+
+    /// A WebSocket ended for `reason` (`peer_gone`, `token_expired`,
+    /// `too_many_bad_messages`, `gateway_stopping`).
+    pub fn websocket_closed(&self, reason: &str) {
+        self.websocket_closes
+            .with_label_values(&[&self.small.value(reason)])
+            .inc();
+    }
 }
 
 impl MetricGroup for GatewayMetrics {
@@ -164,6 +183,8 @@ impl MetricGroup for GatewayMetrics {
             Box::new(self.quota_refusals.clone()),
             Box::new(self.websocket_connections.clone()),
             Box::new(self.websocket_events_sent.clone()),
+            Box::new(self.websocket_closes.clone()),
+            Box::new(self.push_notifications.clone()),
         ]
     }
 }
@@ -178,5 +199,69 @@ pub struct WebSocketGuard {
 impl Drop for WebSocketGuard {
     fn drop(&mut self) {
         self.gauge.dec();
+    }
+}
+
+/// What became of one Web Push notification for one subscription (or, for `stale`,
+/// of one event too old to notify about).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The push service accepted it (2xx).
+    Sent,
+    /// The push service said the subscription is gone (404 or 410); it was removed.
+    Gone,
+    /// The push service refused it for good (another 4xx: a bad token, a payload
+    /// too large, a key mismatch).
+    Rejected,
+    /// No answer, or still 429 or 5xx after the retries.
+    Failed,
+    /// The event was too old (the gateways were away) or its approval already past
+    /// its deadline: nothing was sent.
+    Stale,
+}
+
+impl PushOutcome {
+    pub const ALL: [PushOutcome; 5] = [
+        PushOutcome::Sent,
+        PushOutcome::Gone,
+        PushOutcome::Rejected,
+        PushOutcome::Failed,
+        PushOutcome::Stale,
+    ];
+
+    /// The `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushOutcome::Sent => "sent",
+            PushOutcome::Gone => "gone",
+            PushOutcome::Rejected => "rejected",
+            PushOutcome::Failed => "failed",
+            PushOutcome::Stale => "stale",
+        }
+    }
+}
+
+/// `paddock_push_notifications_total`, every outcome present from the start (at 0),
+/// so a rate over it exists before the first notification.
+fn push_notifications() -> Result<IntCounterVec, TelemetryError> {
+    let counter = counter_vec(
+        Opts::new(
+            "paddock_push_notifications_total",
+            "Web Push notifications by outcome: sent, gone (the subscription was removed), rejected, failed (after retries), stale (an event too old to notify about).",
+        ),
+        &["outcome"],
+    )?;
+    for outcome in PushOutcome::ALL {
+        counter.with_label_values(&[outcome.as_str()]);
+    }
+    Ok(counter)
+}
+
+impl GatewayMetrics {
+    /// A Web Push notification ended with `outcome`.
+    pub fn push_notification(&self, outcome: PushOutcome) {
+        self.push_notifications
+            .with_label_values(&[outcome.as_str()])
+            .inc();
     }
 }
