@@ -12,14 +12,15 @@
 //!
 //! Map: [`scope`] (what an account may do), `password` (argon2id), `secret` (random
 //! tokens and their hashes), `users` (accounts and TOTP), `sessions` (devices and
-//! refresh families), `grants` (device authorization), `audit` (the log), `schema`
-//! (migrations), `database` (opening the pool).
+//! refresh families), `grants` (device authorization), `audit` (the log), `push` (Web
+//! Push subscriptions), `schema` (migrations), `database` (opening the pool).
 
 mod audit;
 mod database;
 mod error;
 mod grants;
 mod password;
+mod push;
 mod schema;
 pub mod scope;
 mod secret;
@@ -30,6 +31,7 @@ pub use audit::{AuditEntry, AuditPage, AuditQuery, AuditRecord, Outcome};
 pub use error::{AccountsError, redact_url};
 pub use grants::{DeviceGrant, GrantDecision, GrantPoll, normalise_user_code};
 pub use password::{MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, PasswordCost};
+pub use push::{MAX_ENDPOINT_BYTES, NewPushSubscription, PushRegistration, PushSubscription};
 pub use scope::{Scope, ScopeSet, UnknownScope};
 pub use secret::{new_token, token_hash};
 pub use sessions::{Device, IssuedRefresh, Rotation, Session, SessionState};

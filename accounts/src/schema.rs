@@ -16,10 +16,11 @@ use crate::AccountsError;
 use crate::database::{Backend, Target};
 use sqlx::AnyPool;
 
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE IF NOT EXISTS users (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE IF NOT EXISTS users (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
             password_hash TEXT NOT NULL,
@@ -31,7 +32,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             created_at_ms BIGINT NOT NULL,
             updated_at_ms BIGINT NOT NULL
         )",
-        "CREATE TABLE IF NOT EXISTS devices (
+            "CREATE TABLE IF NOT EXISTS devices (
             id TEXT PRIMARY KEY,
             user_id TEXT NOT NULL REFERENCES users (id),
             name TEXT NOT NULL,
@@ -41,8 +42,8 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             revoked_at_ms BIGINT,
             revoked_reason TEXT
         )",
-        "CREATE INDEX IF NOT EXISTS devices_by_user ON devices (user_id, created_at_ms)",
-        "CREATE TABLE IF NOT EXISTS refresh_families (
+            "CREATE INDEX IF NOT EXISTS devices_by_user ON devices (user_id, created_at_ms)",
+            "CREATE TABLE IF NOT EXISTS refresh_families (
             id TEXT PRIMARY KEY,
             user_id TEXT NOT NULL REFERENCES users (id),
             device_id TEXT NOT NULL REFERENCES devices (id),
@@ -51,16 +52,16 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             revoked_at_ms BIGINT,
             revoked_reason TEXT
         )",
-        "CREATE INDEX IF NOT EXISTS refresh_families_by_device ON refresh_families (device_id)",
-        "CREATE TABLE IF NOT EXISTS refresh_tokens (
+            "CREATE INDEX IF NOT EXISTS refresh_families_by_device ON refresh_families (device_id)",
+            "CREATE TABLE IF NOT EXISTS refresh_tokens (
             token_hash TEXT PRIMARY KEY,
             family_id TEXT NOT NULL REFERENCES refresh_families (id),
             issued_at_ms BIGINT NOT NULL,
             expires_at_ms BIGINT NOT NULL,
             used_at_ms BIGINT
         )",
-        "CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON refresh_tokens (family_id)",
-        "CREATE TABLE IF NOT EXISTS audit_log (
+            "CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON refresh_tokens (family_id)",
+            "CREATE TABLE IF NOT EXISTS audit_log (
             id TEXT PRIMARY KEY,
             at_ms BIGINT NOT NULL,
             actor TEXT,
@@ -71,9 +72,9 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             outcome TEXT NOT NULL,
             detail TEXT
         )",
-        "CREATE INDEX IF NOT EXISTS audit_by_actor ON audit_log (actor, id)",
-        "CREATE INDEX IF NOT EXISTS audit_by_action ON audit_log (action, id)",
-        "CREATE TABLE IF NOT EXISTS device_grants (
+            "CREATE INDEX IF NOT EXISTS audit_by_actor ON audit_log (actor, id)",
+            "CREATE INDEX IF NOT EXISTS audit_by_action ON audit_log (action, id)",
+            "CREATE TABLE IF NOT EXISTS device_grants (
             device_code_hash TEXT PRIMARY KEY,
             user_code TEXT NOT NULL UNIQUE,
             client_name TEXT NOT NULL,
@@ -86,11 +87,31 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             user_id TEXT,
             decided_at_ms BIGINT
         )",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        &[
+            // Web Push subscriptions (push.rs): one per browser endpoint, owned by a
+            // user and the device (sign-in) that made it. The keys are public or
+            // per-subscription values from the browser, base64url as it sent them.
+            "CREATE TABLE IF NOT EXISTS push_subscriptions (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+            device_id TEXT REFERENCES devices (id) ON DELETE CASCADE,
+            endpoint TEXT NOT NULL UNIQUE,
+            p256dh TEXT NOT NULL,
+            auth TEXT NOT NULL,
+            created_at_ms BIGINT NOT NULL,
+            updated_at_ms BIGINT NOT NULL
+        )",
+            "CREATE INDEX IF NOT EXISTS push_subscriptions_by_user ON push_subscriptions (user_id)",
+        ],
+    ),
+];
 
 /// The newest schema version this build knows.
-pub(crate) const CURRENT_VERSION: i64 = 1;
+pub(crate) const CURRENT_VERSION: i64 = 2;
 
 /// Names the accounts' migration lock on PostgreSQL ("PaddockA").
 const POSTGRES_MIGRATION_LOCK: i64 = 0x5061_6464_6f63_6b41;
