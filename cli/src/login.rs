@@ -2,24 +2,31 @@
 //!
 //! A login (password, plus a TOTP code when the account has one; or `--device`, the
 //! RFC 8628 device grant, where a signed-in user approves a short code) leaves a
-//! refresh token and a short-lived access token in `credentials.json` in the user's
-//! config folder (`$PADDOCK_CONFIG_DIR`, else `$XDG_CONFIG_HOME/paddock`, else
-//! `~/.config/paddock`), one entry per gateway URL, in a file only its owner can read
-//! (0600, replaced atomically). Every command then takes its access token from there,
-//! refreshing it when it has less than a minute left. Refresh tokens are rotated on
-//! every use and a reused one ends the sign-in, so two commands must not refresh at
-//! once: a lock file beside the credentials serialises them. An OS keychain is not
-//! used yet.
+//! refresh token and a short-lived access token. The refresh token goes to the OS
+//! keychain where there is one ([`crate::keychain`]: the macOS Keychain, the Secret
+//! Service of a Linux desktop); on a machine without one (a headless Linux box, CI)
+//! the login says so once and keeps it in the file with the rest. That file is
+//! `credentials.json` in the user's config folder (`$PADDOCK_CONFIG_DIR`, else
+//! `$XDG_CONFIG_HOME/paddock`, else `~/.config/paddock`), one entry per gateway URL,
+//! readable only by its owner (0600, replaced atomically); it also remembers the CA
+//! certificate the login was told to trust (`--ca-cert`), so later commands need no
+//! flag. Every command takes its access token from there, refreshing it when it has
+//! less than a minute left. Refresh tokens are rotated on every use and a reused one
+//! ends the sign-in, so two commands must not refresh at once: a lock file beside the
+//! credentials serialises them.
 //!
 //! `--token` / `PADDOCK_TOKEN` (a service token, or an access token) bypasses all this.
 
+use crate::keychain::Keychain;
 use anyhow::{Context, bail};
+use paddock_cli::client::Trust;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Refresh when the access token has less than this left.
@@ -75,20 +82,18 @@ pub struct Api {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    trust: Trust,
 }
 
 impl Api {
+    /// A client trusting what this process trusts (`--ca-cert`, the saved login's CA).
     pub fn new(base: &str, token: Option<&str>) -> anyhow::Result<Api> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("paddock/", env!("CARGO_PKG_VERSION")))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("building the HTTP client")?;
+        let trust = Trust::of_process();
         Ok(Api {
             base: base.trim_end_matches('/').to_string(),
             token: token.map(str::to_string),
-            http,
+            http: trust.http_client(Some(Duration::from_secs(30)))?,
+            trust,
         })
     }
 
@@ -107,10 +112,14 @@ impl Api {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let error = anyhow::Error::new(e)
+                    .context(format!("cannot reach the gateway at {}", self.base));
+                return Err(self.trust.explain(error));
+            }
+        };
         let status = response.status();
         let bytes = response
             .bytes()
@@ -158,10 +167,17 @@ struct Tokens {
 struct Saved {
     user: String,
     device_id: String,
+    /// Empty when the OS keychain keeps it (`refresh_token_in_keychain`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     refresh_token: String,
+    #[serde(default)]
+    refresh_token_in_keychain: bool,
     access_token: String,
     /// Unix seconds.
     access_expires_at: u64,
+    /// The CA certificate trusted for this gateway (`--ca-cert` at login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -292,15 +308,89 @@ impl Drop for Lock {
 }
 
 impl Saved {
-    fn from_tokens(tokens: Tokens) -> Saved {
+    fn from_tokens(tokens: Tokens, ca_cert: Option<PathBuf>) -> Saved {
         Saved {
             user: tokens.user,
             device_id: tokens.device_id,
             refresh_token: tokens.refresh_token,
+            refresh_token_in_keychain: false,
             access_token: tokens.access_token,
             access_expires_at: now_secs() + tokens.expires_in,
+            ca_cert,
         }
     }
+
+    /// The keychain entry of this sign-in: one per gateway and device, so two config
+    /// folders signed in to one gateway never share an entry.
+    fn keychain_account(&self, url: &str) -> String {
+        format!("{} {}", key(url), self.device_id)
+    }
+}
+
+/// Runs a (blocking) keychain call off the async threads.
+async fn with_keychain<T: Send + 'static>(
+    keychain: &Arc<Keychain>,
+    call: impl FnOnce(&Keychain) -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let keychain = keychain.clone();
+    tokio::task::spawn_blocking(move || call(&keychain))
+        .await
+        .context("the keychain call panicked")
+}
+
+/// The OS keychain, or the reason there is none (connecting may block).
+async fn open_keychain() -> Arc<Keychain> {
+    match tokio::task::spawn_blocking(Keychain::open).await {
+        Ok(keychain) => Arc::new(keychain),
+        Err(e) => Arc::new(Keychain::unavailable(&format!(
+            "opening the keychain panicked: {e}"
+        ))),
+    }
+}
+
+/// Moves `saved`'s refresh token into the keychain. When that cannot be done it stays
+/// in `saved` (so in the private file), and the reason is returned.
+async fn keep_refresh_token(
+    keychain: &Arc<Keychain>,
+    url: &str,
+    saved: &mut Saved,
+) -> Option<String> {
+    let account = saved.keychain_account(url);
+    let token = saved.refresh_token.clone();
+    let outcome = with_keychain(keychain, move |keychain| keychain.set(&account, &token))
+        .await
+        .unwrap_or_else(|e| Err(format!("{e:#}")));
+    match outcome {
+        Ok(()) => {
+            saved.refresh_token.clear();
+            saved.refresh_token_in_keychain = true;
+            None
+        }
+        Err(reason) => {
+            saved.refresh_token_in_keychain = false;
+            Some(reason)
+        }
+    }
+}
+
+/// Forgets `saved`'s keychain entry, if it has one; a failure is only reported.
+async fn forget_refresh_token(keychain: &Arc<Keychain>, url: &str, saved: &Saved) {
+    if !saved.refresh_token_in_keychain {
+        return;
+    }
+    let account = saved.keychain_account(url);
+    let outcome = with_keychain(keychain, move |keychain| keychain.delete(&account))
+        .await
+        .unwrap_or_else(|e| Err(format!("{e:#}")));
+    if let Err(reason) = outcome {
+        eprintln!("(could not remove the old refresh token from the OS keychain: {reason})");
+    }
+}
+
+/// The CA certificate remembered by the sign-in to `url`, if any.
+pub fn saved_ca_cert(url: &str) -> Option<PathBuf> {
+    let store = Store::load(&config_dir().ok()?).ok()?;
+    store.gateways.get(&key(url))?.ca_cert.clone()
 }
 
 /// The bearer token for commands: `given` if set, else the stored sign-in's access
@@ -320,17 +410,50 @@ pub async fn token_for(url: &str, given: &str) -> anyhow::Result<String> {
     if saved.access_expires_at > now_secs() + REFRESH_MARGIN_SECS {
         return Ok(saved.access_token);
     }
+    // Only a sign-in whose token is in the keychain touches it: one kept in the file
+    // (no keychain at login) stays there without asking again on every refresh.
+    let keychain = if saved.refresh_token_in_keychain {
+        let keychain = open_keychain().await;
+        let account = saved.keychain_account(url);
+        let token = with_keychain(&keychain, move |keychain| keychain.get(&account))
+            .await?
+            .map_err(|reason| {
+                anyhow::anyhow!(
+                    "cannot read the refresh token of your sign-in to {url} from the OS keychain \
+                     ({reason}): unlock the keychain, or run `paddock login` again"
+                )
+            })?;
+        Some((keychain, token))
+    } else {
+        None
+    };
+    let refresh_token = match &keychain {
+        Some((_, token)) => token.clone(),
+        None => saved.refresh_token.clone(),
+    };
     let api = Api::new(url, None)?;
     let answer: anyhow::Result<Tokens> = api
         .call(
             reqwest::Method::POST,
             "/v1/auth/refresh",
-            Some(&json!({ "refresh_token": saved.refresh_token })),
+            Some(&json!({ "refresh_token": refresh_token })),
         )
         .await;
     match answer {
         Ok(tokens) => {
-            let renewed = Saved::from_tokens(tokens);
+            let mut renewed = Saved::from_tokens(tokens, saved.ca_cert.clone());
+            if let Some((keychain, _)) = &keychain {
+                if let Some(reason) = keep_refresh_token(keychain, url, &mut renewed).await {
+                    // The old token is spent: the new one must be kept somewhere.
+                    eprintln!(
+                        "(could not update the OS keychain ({reason}); the refresh token is now kept in {})",
+                        Store::path(&dir).display()
+                    );
+                }
+                if renewed.device_id != saved.device_id {
+                    forget_refresh_token(keychain, url, &saved).await;
+                }
+            }
             let access = renewed.access_token.clone();
             store.gateways.insert(key(url), renewed);
             store.save(&dir)?;
@@ -339,6 +462,9 @@ pub async fn token_for(url: &str, given: &str) -> anyhow::Result<String> {
         Err(error) if failure_code(&error) == Some("invalid_grant") => {
             store.gateways.remove(&key(url));
             store.save(&dir)?;
+            if let Some((keychain, _)) = &keychain {
+                forget_refresh_token(keychain, url, &saved).await;
+            }
             bail!("your sign-in to {url} has ended: run `paddock login` again")
         }
         Err(error) => Err(error).context("refreshing the sign-in"),
@@ -382,17 +508,41 @@ fn host_name() -> String {
         .unwrap_or_else(|| "paddock CLI".into())
 }
 
-fn remember(url: &str, tokens: Tokens) -> anyhow::Result<String> {
-    let dir = config_dir()?;
-    let mut store = Store::load(&dir)?;
-    let saved = Saved::from_tokens(tokens);
-    let user = saved.user.clone();
-    store.gateways.insert(key(url), saved);
-    store.save(&dir)?;
-    Ok(user)
+/// What [`remember`] did.
+struct Remembered {
+    user: String,
+    /// Why the refresh token is in the file: there is no keychain (or it refused).
+    no_keychain: Option<String>,
 }
 
-pub async fn login(url: &str, token: &str, args: LoginArgs) -> anyhow::Result<i32> {
+/// Stores a new sign-in to `url` in `dir`: its refresh token in `keychain` when it
+/// takes it, else in the file; the sign-in it replaces leaves the keychain.
+async fn remember(
+    dir: &Path,
+    url: &str,
+    tokens: Tokens,
+    ca_cert: Option<PathBuf>,
+    keychain: &Arc<Keychain>,
+) -> anyhow::Result<Remembered> {
+    let mut store = Store::load(dir)?;
+    let mut saved = Saved::from_tokens(tokens, ca_cert);
+    let no_keychain = keep_refresh_token(keychain, url, &mut saved).await;
+    let user = saved.user.clone();
+    let replaced = store.gateways.insert(key(url), saved.clone());
+    store.save(dir)?;
+    if let Some(replaced) = replaced.filter(|old| old.device_id != saved.device_id) {
+        forget_refresh_token(keychain, url, &replaced).await;
+    }
+    Ok(Remembered { user, no_keychain })
+}
+
+/// `paddock login`; `ca_cert` (absolute) is remembered with the sign-in.
+pub async fn login(
+    url: &str,
+    token: &str,
+    ca_cert: Option<PathBuf>,
+    args: LoginArgs,
+) -> anyhow::Result<i32> {
     if let Some(code) = &args.approve {
         return approve(url, token, code, !args.deny).await;
     }
@@ -402,9 +552,17 @@ pub async fn login(url: &str, token: &str, args: LoginArgs) -> anyhow::Result<i3
     } else {
         password_login(url, &args, &device_name).await?
     };
-    let _lock = Lock::take(&config_dir()?).await?;
-    let user = remember(url, tokens)?;
-    println!("signed in to {url} as {user}");
+    let dir = config_dir()?;
+    let _lock = Lock::take(&dir).await?;
+    let keychain = open_keychain().await;
+    let remembered = remember(&dir, url, tokens, ca_cert, &keychain).await?;
+    if let Some(reason) = &remembered.no_keychain {
+        eprintln!(
+            "paddock: no OS keychain here ({reason});\nthe sign-in is kept in {}, readable only by you",
+            Store::path(&dir).display()
+        );
+    }
+    println!("signed in to {url} as {}", remembered.user);
     Ok(0)
 }
 
@@ -526,8 +684,11 @@ pub async fn logout(url: &str, token: &str) -> anyhow::Result<i32> {
     let dir = config_dir()?;
     let _lock = Lock::take(&dir).await?;
     let mut store = Store::load(&dir)?;
-    if store.gateways.remove(&key(url)).is_some() {
+    if let Some(saved) = store.gateways.remove(&key(url)) {
         store.save(&dir)?;
+        if saved.refresh_token_in_keychain {
+            forget_refresh_token(&open_keychain().await, url, &saved).await;
+        }
         println!("signed out of {url}");
     } else {
         println!("not signed in to {url}");
@@ -544,8 +705,10 @@ mod tests {
             user: user.into(),
             device_id: "d1".into(),
             refresh_token: "pdr_secret".into(),
+            refresh_token_in_keychain: false,
             access_token: "access".into(),
             access_expires_at: 1,
+            ca_cert: None,
         }
     }
 
@@ -598,6 +761,112 @@ mod tests {
             .expect("the lock was released")
             .expect("task")
             .expect("lock");
+    }
+
+    fn tokens(device: &str) -> Tokens {
+        Tokens {
+            access_token: "access".into(),
+            expires_in: 900,
+            refresh_token: format!("pdr_{device}"),
+            device_id: device.into(),
+            user: "ada".into(),
+        }
+    }
+
+    const URL: &str = "https://mini.local:8080";
+
+    fn credentials_text(folder: &Path) -> String {
+        std::fs::read_to_string(Store::path(folder)).expect("credentials")
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).expect("meta").permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn with_a_keychain_the_file_holds_no_refresh_token() {
+        let dir = tempfile::tempdir().expect("dir");
+        let folder = dir.path().join("paddock");
+        let keychain = Arc::new(Keychain::in_memory());
+        let ca = PathBuf::from("/data/tls/ca.pem");
+        let first = remember(&folder, URL, tokens("d1"), Some(ca.clone()), &keychain)
+            .await
+            .expect("remembered");
+        assert_eq!(first.user, "ada");
+        assert!(first.no_keychain.is_none());
+        assert!(!credentials_text(&folder).contains("pdr_d1"));
+        assert_eq!(keychain.get(&format!("{URL} d1")).expect("kept"), "pdr_d1");
+        let saved = Store::load(&folder).expect("load").gateways[URL].clone();
+        assert!(saved.refresh_token_in_keychain);
+        assert_eq!(saved.ca_cert, Some(ca));
+
+        // A new sign-in replaces the old one's keychain entry.
+        remember(&folder, URL, tokens("d2"), None, &keychain)
+            .await
+            .expect("remembered");
+        assert!(
+            keychain.get(&format!("{URL} d1")).is_err(),
+            "the old entry stayed"
+        );
+        assert_eq!(keychain.get(&format!("{URL} d2")).expect("kept"), "pdr_d2");
+    }
+
+    #[tokio::test]
+    async fn without_a_keychain_the_refresh_token_stays_in_the_private_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let folder = dir.path().join("paddock");
+        let keychain = Arc::new(Keychain::unavailable("no Secret Service"));
+        let remembered = remember(&folder, URL, tokens("d1"), None, &keychain)
+            .await
+            .expect("remembered");
+        assert_eq!(remembered.no_keychain.as_deref(), Some("no Secret Service"));
+        assert!(credentials_text(&folder).contains("pdr_d1"));
+        let saved = Store::load(&folder).expect("load").gateways[URL].clone();
+        assert!(!saved.refresh_token_in_keychain);
+        assert_eq!(saved.refresh_token, "pdr_d1");
+        #[cfg(unix)]
+        assert_eq!(mode(&Store::path(&folder)), 0o600);
+    }
+
+    /// This machine's own keychain, whichever it is: on a headless Linux box (CI) the
+    /// Secret Service is missing and the token must land in the file, without a panic
+    /// or a hang; on a desktop it lands in the keychain and is removed again.
+    #[tokio::test]
+    async fn the_platform_keychain_or_else_the_file_keeps_the_token() {
+        let dir = tempfile::tempdir().expect("dir");
+        let folder = dir.path().join("paddock");
+        let keychain = open_keychain().await;
+        let device = format!("test-{}", std::process::id());
+        let remembered = remember(&folder, URL, tokens(&device), None, &keychain)
+            .await
+            .expect("remembered");
+        let text = credentials_text(&folder);
+        let saved = Store::load(&folder).expect("load").gateways[URL].clone();
+        match remembered.no_keychain {
+            Some(reason) => {
+                assert!(!reason.is_empty());
+                assert!(text.contains(&format!("pdr_{device}")));
+            }
+            None => {
+                assert!(!text.contains(&format!("pdr_{device}")));
+                forget_refresh_token(&keychain, URL, &saved).await;
+            }
+        }
+        #[cfg(unix)]
+        assert_eq!(mode(&Store::path(&folder)), 0o600);
+    }
+
+    #[test]
+    fn a_sign_in_saved_before_the_keychain_still_reads() {
+        let old = r#"{"gateways": {"http://a:8080": {"user": "ada", "device_id": "d1",
+            "refresh_token": "pdr_old", "access_token": "x", "access_expires_at": 1}}}"#;
+        let store: Store = serde_json::from_str(old).expect("old format");
+        let saved = &store.gateways["http://a:8080"];
+        assert_eq!(saved.refresh_token, "pdr_old");
+        assert!(!saved.refresh_token_in_keychain);
+        assert!(saved.ca_cert.is_none());
     }
 
     #[test]

@@ -3,10 +3,13 @@
 //! and one node agent — writes their config files, prints the URL and how to log in
 //! (the gateway's first admin, `admin`, with a generated password kept in
 //! `<data>/admin-password`; and a service token for scripts),
-//! and stops everything in order on Ctrl-C or SIGTERM. The same binaries, given other
+//! and stops everything in order on Ctrl-C or SIGTERM. The gateway serves HTTPS with
+//! a self-signed certificate made once in `<data>/tls` ([`paddock_cli::dev_cert`]);
+//! clients trust its CA file (`--ca-cert`, printed at start). The same binaries, given other
 //! config files, run a paddock of several machines.
 
 use anyhow::{Context, bail};
+use paddock_cli::dev_cert::{self, DevCertificate};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -99,6 +102,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?
     };
 
+    let certificate = dev_cert::ensure(&data.join("tls"), &dev_cert::host_names())
+        .context("making the development TLS certificate")?;
+
     let nats_server = find_tool(args.nats_server.clone(), "nats-server")?;
     let claude = find_tool(args.claude.clone(), "claude")?;
     let mut services: Vec<Service> = Vec::new();
@@ -106,6 +112,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         &args,
         &data,
         &token,
+        &certificate,
         &projects,
         &nats_server,
         &claude,
@@ -116,9 +123,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         stop_all(&mut services).await;
         return Err(e);
     }
-    let url = format!("http://127.0.0.1:{}", args.port);
+    let url = format!("https://127.0.0.1:{}", args.port);
+    let ca = certificate.ca_file.display();
     println!();
     println!("Paddock is up: {url}");
+    println!(
+        "  CA        {ca}   ({}self-signed for this machine: trust it with --ca-cert or PADDOCK_CA_CERT)",
+        if certificate.new_ca { "new; " } else { "" }
+    );
     println!(
         "  admin     user admin, password {password}   (also in {}; set on the first start)",
         password_file.display()
@@ -129,7 +141,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("  logs      {}", data.join("logs").display());
     println!();
-    println!("  export PADDOCK_URL={url}");
+    println!("  export PADDOCK_URL={url} PADDOCK_CA_CERT={ca}");
     println!(
         "  paddock login --user admin --password-file {}",
         password_file.display()
@@ -138,7 +150,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         "  paddock run --project {} \"add a test for the parser\"",
         projects[0].0
     );
-    println!("  curl -H \"Authorization: Bearer {token}\" {url}/v1/jobs");
+    println!("  curl --cacert {ca} -H \"Authorization: Bearer {token}\" {url}/v1/jobs");
     println!();
     println!("Ctrl-C stops it.");
 
@@ -153,6 +165,7 @@ async fn start_all(
     args: &UpArgs,
     data: &Path,
     token: &str,
+    certificate: &DevCertificate,
     projects: &[(String, PathBuf)],
     nats_server: &Path,
     claude: &Path,
@@ -218,6 +231,7 @@ async fn start_all(
     )?;
     let mut gateway = format!(
         "listen = \"127.0.0.1:{}\"\nmetrics_listen = \"127.0.0.1:9470\"\ndatabase_url = {}\ndata_dir = {}\n\n[nats]\nurl = {}\n\n\
+         [tls]\ncert_file = {}\nkey_file = {}\n\n\
          [auth]\nadmin_password_file = {}\n\n\
          [[api_tokens]]\nuser = \"admin\"\ntoken = {}\n\
          scopes = [\"jobs:read\", \"jobs:submit\", \"tools:approve\", \"nodes:admin\"]\n",
@@ -225,6 +239,8 @@ async fn start_all(
         toml_str(&database_url),
         toml_str(&data.join("gateway").display().to_string()),
         toml_str(&nats_url),
+        toml_str(&certificate.cert_file.display().to_string()),
+        toml_str(&certificate.key_file.display().to_string()),
         toml_str(&data.join("admin-password").display().to_string()),
         toml_str(token)
     );

@@ -1,6 +1,7 @@
 //! The `paddock-gateway` binary: parses flags, loads the config (file, environment,
-//! flags), starts logging, binds the listen address and serves until SIGINT or
-//! SIGTERM. Everything else is in the library.
+//! flags), starts logging, binds the listen address and serves (HTTPS with `[tls]`)
+//! until SIGINT or SIGTERM; SIGHUP reloads the certificate. Everything else is in the
+//! library.
 
 use anyhow::Context;
 use clap::Parser;
