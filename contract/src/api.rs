@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /v1/jobs`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     pub project: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub prompt: String,
     #[serde(default)]
     pub options: JobOptions,
@@ -20,6 +22,7 @@ pub struct SubmitJob {
 
 /// Answer to `POST /v1/jobs` (202).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobAccepted {
     pub job_id: JobId,
     pub status: JobStatus,
@@ -27,6 +30,7 @@ pub struct JobAccepted {
 
 /// A job as the ledger knows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     pub id: JobId,
     pub project: String,
@@ -56,14 +60,17 @@ pub struct JobView {
 
 /// `POST /v1/jobs/{id}/messages`: a follow-up into the job's session.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub text: String,
 }
 
 /// Answer to a follow-up: the job that carries it (the same job while its session
 /// lives, or a new job resuming the session on its node once it has ended).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageAccepted {
     pub job_id: JobId,
     pub resumed: bool,
@@ -71,6 +78,7 @@ pub struct MessageAccepted {
 
 /// `POST /v1/jobs/{id}/approvals/{request_id}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalDecision {
     pub allow: bool,
@@ -80,6 +88,7 @@ pub struct ApprovalDecision {
 
 /// `GET /v1/jobs`: one page, newest first; `next_before` pages on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobPage {
     pub jobs: Vec<JobView>,
     pub next_before: Option<JobId>,
@@ -87,17 +96,20 @@ pub struct JobPage {
 
 /// `GET /v1/jobs/{id}/events`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventPage {
     pub events: Vec<JobEvent>,
 }
 
 /// Every error the API returns.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `unauthorized`, `not_found`, …
     pub code: String,
@@ -107,6 +119,7 @@ pub struct ErrorDetail {
 
 /// What a client sends on the WebSocket (`GET /v1/ws`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// Send every event of `job_id` with a sequence above `after_seq` (0: from the
@@ -136,16 +149,44 @@ pub enum ClientMessage {
     Interrupt {
         job_id: JobId,
     },
+    /// A fresh access token for this socket (from `POST /v1/auth/refresh`), sent
+    /// before the one it was opened with expires. It must belong to the same user
+    /// and carry the socket's scope; the gateway answers `authenticated`, or an
+    /// `error` and keeps the old token.
+    Authenticate {
+        token: String,
+    },
 }
 
 /// What the gateway sends on the WebSocket. Messages are built and serialised at once,
 /// so the size difference between variants costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
-    Subscribed { job_id: JobId, after_seq: u64 },
-    Event { event: JobEvent },
-    Unsubscribed { job_id: JobId },
-    Error { code: String, message: String },
+    Subscribed {
+        job_id: JobId,
+        after_seq: u64,
+    },
+    Event {
+        event: JobEvent,
+    },
+    Unsubscribed {
+        job_id: JobId,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+    /// The socket's access token expires in `expires_in_secs`; send `authenticate`
+    /// with a fresh one before then, or the socket is closed (code 4001).
+    TokenExpiring {
+        expires_in_secs: u64,
+    },
+    /// An `authenticate` was accepted; the socket now lives until the new token
+    /// expires (`None`: a service token, which does not).
+    Authenticated {
+        expires_in_secs: Option<u64>,
+    },
 }

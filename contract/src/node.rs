@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 /// What an operator wants of a node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DesiredState {
     /// Takes work.
@@ -24,6 +25,7 @@ pub enum DesiredState {
 
 /// The desired state of one node (the value under its name in `paddock_nodes`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeDesired {
     pub state: DesiredState,
     /// With `draining`: when running jobs are handed back to the queue (unix ms).
@@ -37,6 +39,7 @@ pub struct NodeDesired {
 
 /// A node's state as reported and listed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum NodeState {
     Ready,
@@ -66,6 +69,7 @@ pub struct NodeHeartbeat {
 
 /// A node in `GET /v1/nodes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeView {
     pub name: String,
     pub state: NodeState,
@@ -82,6 +86,7 @@ pub struct NodeView {
 
 /// `POST /v1/nodes/{name}/drain`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DrainRequest {
     /// Seconds from now after which running jobs are handed back; none: wait for them.

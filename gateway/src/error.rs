@@ -43,6 +43,37 @@ pub mod code {
     pub const ACCESS_DENIED: &str = "access_denied";
     /// RFC 8628 §3.5: the device grant expired.
     pub const EXPIRED_TOKEN: &str = "expired_token";
+    /// 422: a job requires labels that no live node carries (`crate::routing`).
+    pub const NO_MATCHING_NODE: &str = "no_matching_node";
+
+    /// Every code above: the values the OpenAPI document allows in `error.code`.
+    pub const ALL: &[&str] = &[
+        BAD_REQUEST,
+        UNAUTHORIZED,
+        FORBIDDEN,
+        NOT_FOUND,
+        METHOD_NOT_ALLOWED,
+        CONFLICT,
+        ALREADY_ENDED,
+        PAYLOAD_TOO_LARGE,
+        UNSUPPORTED_MEDIA_TYPE,
+        UNKNOWN_PROJECT,
+        BAD_PATH,
+        TOO_MANY_SUBSCRIPTIONS,
+        UNAVAILABLE,
+        NODE_GONE,
+        QUOTA_EXCEEDED,
+        INTERNAL,
+        INVALID_CREDENTIALS,
+        TOTP_REQUIRED,
+        INVALID_GRANT,
+        RATE_LIMITED,
+        AUTHORIZATION_PENDING,
+        SLOW_DOWN,
+        ACCESS_DENIED,
+        EXPIRED_TOKEN,
+        NO_MATCHING_NODE,
+    ];
 }
 
 /// A client-facing failure. The message is for a person and never holds a secret.
@@ -286,6 +317,13 @@ pub async fn no_route() -> ApiError {
     ApiError::NotFound("no such endpoint".into())
 }
 
+/// Answer for a handler that panicked: a JSON 500, not a dropped connection. The
+/// panic itself is logged; its text is not sent.
+pub fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    tracing::error!("a request handler panicked");
+    axum::response::IntoResponse::into_response(ApiError::Internal)
+}
+
 /// Answer for a known path with a method it does not take.
 pub async fn wrong_method() -> ApiError {
     ApiError::MethodNotAllowed
@@ -332,6 +370,10 @@ mod tests {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
             assert_eq!(error.code(), code);
             assert_eq!(error.body().error.code, code);
+            assert!(
+                code::ALL.contains(&code),
+                "{code} is missing from code::ALL"
+            );
         }
     }
 }

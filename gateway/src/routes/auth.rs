@@ -29,10 +29,12 @@ use axum::response::IntoResponse;
 use paddock_accounts::{
     AuditEntry, Device, Outcome, PasswordCheck, Rotation, TotpCheck, TotpEnrolment, User,
 };
+use paddock_contract::api::ErrorBody;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// `POST /v1/auth/login`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub user: String,
@@ -46,14 +48,14 @@ pub struct LoginRequest {
 }
 
 /// `POST /v1/auth/refresh`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
 /// The answer to a login, a refresh or an approved device grant.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     /// Always `Bearer`.
@@ -65,15 +67,17 @@ pub struct TokenResponse {
     pub refresh_expires_at_ms: i64,
     pub device_id: String,
     pub user: String,
+    #[schema(value_type = Vec<crate::openapi::foreign::Scope>)]
     pub scopes: ScopeSet,
 }
 
 /// `GET /v1/auth/me`.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct Me {
     pub user: String,
     pub user_id: Option<String>,
     pub device_id: Option<String>,
+    #[schema(value_type = Vec<crate::openapi::foreign::Scope>)]
     pub scopes: ScopeSet,
     pub admin: bool,
     pub totp_enabled: bool,
@@ -82,7 +86,7 @@ pub struct Me {
 }
 
 /// One of the caller's devices.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct DeviceView {
     pub id: String,
     pub name: String,
@@ -93,31 +97,40 @@ pub struct DeviceView {
     pub current: bool,
 }
 
-#[derive(Serialize, Deserialize)]
+/// `GET /v1/auth/devices`.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct DeviceList {
     pub devices: Vec<DeviceView>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/auth/totp/confirm`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TotpCode {
+    /// The 6-digit code the app shows for the pending secret.
+    #[schema(pattern = "^[0-9]{6}$")]
     pub code: String,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/auth/totp/disable`: the caller's password, once more.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordConfirmation {
     pub password: String,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/auth/password`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     pub current_password: String,
+    /// At least 12 characters, at most 1024 bytes.
+    #[schema(min_length = 12)]
     pub new_password: String,
 }
 
-#[derive(Serialize, Deserialize)]
+/// The answer of a change that returns nothing else.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct Done {
     pub done: bool,
 }
@@ -153,6 +166,18 @@ fn now_secs() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
+/// Signs in with a password (and a TOTP code when the account has one): an access
+/// token, a refresh token and a new device.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = TokenResponse),
+        (status = 401, description = "`invalid_credentials`: the user, password or code is wrong (which is not said); `totp_required`: the account needs a one-time code", body = ErrorBody),
+    )
+)]
 pub async fn login(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
@@ -216,6 +241,18 @@ async fn refuse_login(state: &AppState, entry: AuditEntry) -> ApiError {
     ApiError::InvalidCredentials
 }
 
+/// Trades a refresh token for a new access token and a new refresh token (rotation).
+/// A used refresh token presented again revokes its whole sign-in.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens; the presented refresh token is used up", body = TokenResponse),
+        (status = 401, description = "`invalid_grant`: the refresh token is unknown, expired, revoked or reused", body = ErrorBody),
+    )
+)]
 pub async fn refresh(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
@@ -310,6 +347,14 @@ pub async fn refresh(
     }
 }
 
+/// Ends the caller's device: its access and refresh tokens stop working.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "auth",
+    security(("access_token" = []), ("api_token" = [])),
+    responses((status = 200, description = "Signed out", body = Done))
+)]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Json<Done>, ApiError> {
     let (_, device_id) = caller.account()?;
     let revoked = state
@@ -329,6 +374,14 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Jso
     Ok(Json(Done { done: revoked }))
 }
 
+/// Who the token belongs to.
+#[utoipa::path(
+    get,
+    path = "/v1/auth/me",
+    tag = "auth",
+    security(("access_token" = []), ("api_token" = [])),
+    responses((status = 200, description = "The caller", body = Me))
+)]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
     let totp_enabled = match caller.user_id() {
         Some(id) => state
@@ -355,6 +408,14 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me
     }))
 }
 
+/// The caller's sign-ins that are still valid.
+#[utoipa::path(
+    get,
+    path = "/v1/auth/devices",
+    tag = "auth",
+    security(("access_token" = []), ("api_token" = [])),
+    responses((status = 200, description = "The caller's devices", body = DeviceList))
+)]
 pub async fn devices(
     State(state): State<AppState>,
     caller: Caller,
@@ -379,6 +440,17 @@ pub async fn devices(
 }
 
 /// Revokes one of the caller's devices (an admin may revoke anyone's).
+#[utoipa::path(
+    delete,
+    path = "/v1/auth/devices/{id}",
+    tag = "auth",
+    params(("id" = String, Path, description = "The device's id")),
+    security(("access_token" = []), ("api_token" = [])),
+    responses(
+        (status = 200, description = "Revoked (`done: false`: it already was)", body = Done),
+        (status = 404, description = "`not_found`: no such device of the caller's", body = ErrorBody),
+    )
+)]
 pub async fn revoke_device(
     State(state): State<AppState>,
     caller: Caller,
@@ -410,6 +482,14 @@ pub async fn revoke_device(
     Ok(Json(Done { done: revoked }))
 }
 
+/// Starts enrolling a second factor: a new secret, pending until confirmed.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/totp",
+    tag = "auth",
+    security(("access_token" = []), ("api_token" = [])),
+    responses((status = 200, description = "The pending secret, shown once", body = crate::openapi::foreign::TotpEnrolment))
+)]
 pub async fn begin_totp(
     State(state): State<AppState>,
     caller: Caller,
@@ -428,6 +508,19 @@ pub async fn begin_totp(
     Ok(Json(enrolment))
 }
 
+/// Confirms the pending second factor with a code from it; logins need a code from
+/// then on.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/totp/confirm",
+    tag = "auth",
+    request_body = TotpCode,
+    security(("access_token" = []), ("api_token" = [])),
+    responses(
+        (status = 200, description = "The second factor is on", body = Done),
+        (status = 400, description = "`bad_request`: the code does not match, or nothing is pending", body = ErrorBody),
+    )
+)]
 pub async fn confirm_totp(
     State(state): State<AppState>,
     caller: Caller,
@@ -478,6 +571,18 @@ async fn reauthenticate(state: &AppState, caller: &Caller, password: &str) -> Re
     }
 }
 
+/// Turns the caller's second factor off, after their password.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/totp/disable",
+    tag = "auth",
+    request_body = PasswordConfirmation,
+    security(("access_token" = []), ("api_token" = [])),
+    responses(
+        (status = 200, description = "The second factor is off", body = Done),
+        (status = 401, description = "`invalid_credentials`: the password is wrong", body = ErrorBody),
+    )
+)]
 pub async fn disable_totp(
     State(state): State<AppState>,
     caller: Caller,
@@ -505,6 +610,19 @@ pub async fn disable_totp(
     Ok(Json(Done { done: true }))
 }
 
+/// Sets a new password, after the current one.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password",
+    tag = "auth",
+    request_body = PasswordChange,
+    security(("access_token" = []), ("api_token" = [])),
+    responses(
+        (status = 200, description = "The password is changed", body = Done),
+        (status = 400, description = "`bad_request`: the new password is not acceptable", body = ErrorBody),
+        (status = 401, description = "`invalid_credentials`: the current password is wrong", body = ErrorBody),
+    )
+)]
 pub async fn change_password(
     State(state): State<AppState>,
     caller: Caller,
@@ -536,6 +654,13 @@ pub async fn change_password(
     Ok(Json(Done { done: true }))
 }
 
+/// The public keys that verify access tokens, current and retired (RFC 7517).
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "auth",
+    responses((status = 200, description = "The key set", body = crate::openapi::foreign::JwkSet))
+)]
 pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],

@@ -23,9 +23,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use paddock_accounts::{AuditEntry, GrantDecision, GrantPoll, Outcome};
+use paddock_contract::api::ErrorBody;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Deserialize, Default)]
+/// `POST /v1/auth/device`.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartGrant {
     /// How the device calls itself; shown to the approving user.
@@ -33,7 +36,8 @@ pub struct StartGrant {
     pub client_name: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A device grant started (RFC 8628 §3.2).
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct GrantStarted {
     pub device_code: String,
     pub user_code: String,
@@ -42,20 +46,23 @@ pub struct GrantStarted {
     pub interval: u64,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/auth/device/token`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PollGrant {
     pub device_code: String,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/auth/device/approve`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecideGrant {
     pub user_code: String,
     pub approve: bool,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A device grant decided.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct GrantDecided {
     pub client_name: String,
     pub approved: bool,
@@ -65,6 +72,15 @@ fn address_keys(address: &Option<String>) -> Vec<LimitKey> {
     address.clone().map(LimitKey::Address).into_iter().collect()
 }
 
+/// Starts a device grant: a secret `device_code` for the device, a `user_code` for the
+/// person who approves it elsewhere.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/device",
+    tag = "auth",
+    request_body = StartGrant,
+    responses((status = 200, description = "The grant, pending", body = GrantStarted))
+)]
 pub async fn start(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
@@ -114,6 +130,18 @@ pub async fn start(
     }))
 }
 
+/// Approves or denies a pending device grant by its user code.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/device/approve",
+    tag = "auth",
+    request_body = DecideGrant,
+    security(("access_token" = []), ("api_token" = [])),
+    responses(
+        (status = 200, description = "Decided", body = GrantDecided),
+        (status = 404, description = "`not_found`: no pending grant has this code", body = ErrorBody),
+    )
+)]
 pub async fn approve(
     State(state): State<AppState>,
     caller: Caller,
@@ -163,6 +191,18 @@ pub async fn approve(
     }
 }
 
+/// Polls a device grant: the tokens of a new sign-in once it is approved.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/device/token",
+    tag = "auth",
+    request_body = PollGrant,
+    responses(
+        (status = 200, description = "Approved: a new sign-in (answered once)", body = TokenResponse),
+        (status = 400, description = "RFC 8628 §3.5: `authorization_pending`, `slow_down`, `access_denied`, `expired_token`", body = ErrorBody),
+        (status = 401, description = "`invalid_grant`: unknown or already used device code", body = ErrorBody),
+    )
+)]
 pub async fn token(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,

@@ -20,29 +20,43 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use paddock_accounts::{AuditEntry, AuditPage, AuditQuery, Outcome, User};
+use paddock_contract::api::ErrorBody;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Serialize, Deserialize)]
+/// `GET /v1/users`.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct UserList {
+    #[schema(value_type = Vec<crate::openapi::foreign::User>)]
     pub users: Vec<User>,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/users`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// 1 to 64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub name: String,
+    /// At least 12 characters, at most 1024 bytes.
+    #[schema(min_length = 12)]
     pub password: String,
     /// `jobs:read jobs:submit tools:approve` when left out.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<crate::openapi::foreign::Scope>>)]
     pub scopes: Option<ScopeSet>,
 }
 
-#[derive(Deserialize, Default)]
+/// `PATCH /v1/users/{name}`: what to change; what is left out stays.
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
     #[serde(default)]
+    #[schema(value_type = Option<Vec<crate::openapi::foreign::Scope>>)]
     pub scopes: Option<ScopeSet>,
+    /// At least 12 characters, at most 1024 bytes.
     #[serde(default)]
+    #[schema(min_length = 12)]
     pub password: Option<String>,
     #[serde(default)]
     pub disabled: Option<bool>,
@@ -59,6 +73,14 @@ fn entry(caller: &Caller, action: &str, target: &str) -> AuditEntry {
         .target(clean(target))
 }
 
+/// Every user.
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    security(("access_token" = ["users:admin"]), ("api_token" = ["users:admin"])),
+    responses((status = 200, description = "Every user", body = UserList))
+)]
 pub async fn list(
     State(state): State<AppState>,
     _caller: Caller,
@@ -68,6 +90,19 @@ pub async fn list(
     }))
 }
 
+/// Creates a user.
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    request_body = NewUser,
+    security(("access_token" = ["users:admin"]), ("api_token" = ["users:admin"])),
+    responses(
+        (status = 201, description = "Created", body = crate::openapi::foreign::User),
+        (status = 400, description = "`bad_request`: the name or password is not acceptable", body = ErrorBody),
+        (status = 409, description = "`conflict`: a user of that name exists", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -100,6 +135,21 @@ pub async fn create(
     }
 }
 
+/// Changes a user's scopes, password or state, or resets their second factor.
+#[utoipa::path(
+    patch,
+    path = "/v1/users/{name}",
+    tag = "users",
+    params(("name" = String, Path, description = "The user's name")),
+    request_body = UserChange,
+    security(("access_token" = ["users:admin"]), ("api_token" = ["users:admin"])),
+    responses(
+        (status = 200, description = "The user after the change", body = crate::openapi::foreign::User),
+        (status = 400, description = "`bad_request`: the password is not acceptable", body = ErrorBody),
+        (status = 404, description = "`not_found`: no user of that name", body = ErrorBody),
+        (status = 409, description = "`conflict`: an admin tried to disable themselves or take `users:admin` from themselves", body = ErrorBody),
+    )
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -153,18 +203,37 @@ pub async fn update(
 }
 
 /// Query of `GET /v1/audit`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
+    /// Only entries of this user.
     actor: Option<String>,
+    /// An exact action, or a prefix ending in `.` (`auth.` for every auth event).
     action: Option<String>,
+    /// Only entries about this target (a device, a user, a job).
     target: Option<String>,
+    #[param(value_type = Option<crate::openapi::foreign::Outcome>)]
     outcome: Option<String>,
+    /// At or after this time (ms since the epoch).
     since_ms: Option<i64>,
+    /// Before this time (ms since the epoch).
     until_ms: Option<i64>,
+    /// Entries older than this one (the previous page's `next_before`).
     before: Option<String>,
+    /// Page size (100 when left out).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
+/// The audit log, newest first, filtered and paged.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "users",
+    params(AuditParams),
+    security(("access_token" = ["users:admin"]), ("api_token" = ["users:admin"])),
+    responses((status = 200, description = "One page of entries", body = crate::openapi::foreign::AuditPage))
+)]
 pub async fn audit_log(
     State(state): State<AppState>,
     _caller: Caller,

@@ -22,10 +22,24 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use paddock_contract::api::JobAccepted;
+use paddock_contract::api::{ErrorBody, JobAccepted};
 use paddock_contract::control::ControlRequest;
 use paddock_contract::{EventBody, JobId, JobStatus};
 
+/// Cancels the job: the node running it stops it, or, when none does, the gateway
+/// records the cancellation.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = JobId, Path, description = "The job's id")),
+    security(("access_token" = ["jobs:submit"]), ("api_token" = ["jobs:submit"])),
+    responses(
+        (status = 202, description = "Cancelling: `running` while its node stops it, `cancelled` when recorded here", body = JobAccepted),
+        (status = 404, description = "`not_found`: no such job, or another user's", body = ErrorBody),
+        (status = 409, description = "`already_ended`: the job has ended", body = ErrorBody),
+    )
+)]
 pub async fn cancel_job(
     State(state): State<AppState>,
     caller: Caller,

@@ -9,16 +9,29 @@ use crate::extract::{ApiQuery, JobIdPath};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
-use paddock_contract::api::{JobPage, JobView};
+use paddock_contract::api::{ErrorBody, JobPage, JobView};
 use paddock_contract::{JobId, JobStatus};
 use paddock_ledger::JobQuery;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 /// Page size when the client names none.
 pub const DEFAULT_PAGE: u32 = 50;
 /// Largest page a client may ask for.
 pub const MAX_PAGE: u32 = 200;
 
+/// One job, if the caller may see it.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = JobId, Path, description = "The job's id")),
+    security(("access_token" = ["jobs:read"]), ("api_token" = ["jobs:read"])),
+    responses(
+        (status = 200, description = "The job as the ledger knows it", body = JobView),
+        (status = 404, description = "`not_found`: no such job, or another user's", body = ErrorBody),
+    )
+)]
 pub async fn get_job(
     State(state): State<AppState>,
     caller: Caller,
@@ -28,12 +41,22 @@ pub async fn get_job(
 }
 
 /// Query of `GET /v1/jobs`. Values are parsed here for messages that name the field.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
+    /// Only jobs of this project.
     project: Option<String>,
+    /// Only jobs of this user: a plain user may name only themselves (403 otherwise);
+    /// an admin sees everyone's by default.
     submitted_by: Option<String>,
+    /// Jobs older than this one (the previous page's `next_before`).
+    #[param(value_type = Option<JobId>)]
     before: Option<String>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
@@ -71,6 +94,18 @@ impl ListParams {
     }
 }
 
+/// The jobs the caller may see, newest first, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(ListParams),
+    security(("access_token" = ["jobs:read"]), ("api_token" = ["jobs:read"])),
+    responses(
+        (status = 200, description = "One page of jobs", body = JobPage),
+        (status = 403, description = "`forbidden`: a plain user asked for another user's jobs", body = ErrorBody),
+    )
+)]
 pub async fn list_jobs(
     State(state): State<AppState>,
     caller: Caller,

@@ -26,6 +26,13 @@ async fn registry(state: &AppState) -> Result<NodeRegistry, ApiError> {
     .map_err(|e| ApiError::bus("opening the node registry failed", e))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/nodes",
+    tag = "nodes",
+    security(("access_token" = ["jobs:read"]), ("api_token" = ["jobs:read"])),
+    responses((status = 200, description = "Every node", body = Vec<NodeView>))
+)]
 pub async fn list_nodes(
     State(state): State<AppState>,
     caller: Caller,
@@ -67,6 +74,18 @@ fn desired(state: DesiredState, caller: &Caller, deadline_ms: Option<i64>) -> No
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{name}/drain",
+    tag = "nodes",
+    params(("name" = String, Path, description = "The node's name")),
+    request_body(content = Option<DrainRequest>, description = "Optional: `deadline_secs`"),
+    security(("access_token" = ["nodes:admin"]), ("api_token" = ["nodes:admin"])),
+    responses(
+        (status = 202, description = "Drains the node: no new work; running jobs finish, or are handed back at the deadline; the desired state set", body = NodeDesired),
+        (status = 400, description = "`bad_request`: not a node name", body = paddock_contract::api::ErrorBody),
+    )
+)]
 pub async fn drain_node(
     State(state): State<AppState>,
     caller: Caller,
@@ -80,13 +99,24 @@ pub async fn drain_node(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("not a drain request: {e}")))?
     };
-    let deadline = request
-        .deadline_secs
-        .map(|secs| now_unix_ms() + i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX));
+    let deadline = request.deadline_secs.map(|secs| {
+        now_unix_ms().saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+    });
     let want = desired(DesiredState::Draining, &caller, deadline);
     set(&state, &caller, &name, want).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{name}/undrain",
+    tag = "nodes",
+    params(("name" = String, Path, description = "The node's name")),
+    security(("access_token" = ["nodes:admin"]), ("api_token" = ["nodes:admin"])),
+    responses(
+        (status = 202, description = "Makes the node ready again; the desired state set", body = NodeDesired),
+        (status = 400, description = "`bad_request`: not a node name", body = paddock_contract::api::ErrorBody),
+    )
+)]
 pub async fn undrain_node(
     State(state): State<AppState>,
     caller: Caller,
@@ -96,6 +126,17 @@ pub async fn undrain_node(
     set(&state, &caller, &name, want).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{name}/cordon",
+    tag = "nodes",
+    params(("name" = String, Path, description = "The node's name")),
+    security(("access_token" = ["nodes:admin"]), ("api_token" = ["nodes:admin"])),
+    responses(
+        (status = 202, description = "Cordons the node: no new work; running jobs are left alone; the desired state set", body = NodeDesired),
+        (status = 400, description = "`bad_request`: not a node name", body = paddock_contract::api::ErrorBody),
+    )
+)]
 pub async fn cordon_node(
     State(state): State<AppState>,
     caller: Caller,

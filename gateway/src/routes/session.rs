@@ -18,12 +18,29 @@ use crate::validate::check_prompt;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use paddock_contract::api::{ApprovalDecision, JobAccepted, JobView, MessageAccepted, SendMessage};
+use paddock_contract::api::{
+    ApprovalDecision, ErrorBody, JobAccepted, JobView, MessageAccepted, SendMessage,
+};
 use paddock_contract::control::ControlRequest;
 use paddock_contract::{
     CONTRACT_VERSION, EventBody, JobId, JobSpec, JobStatus, ResumeFrom, now_unix_ms,
 };
 
+/// A follow-up into the job's session: to the running CLI, or, once the session has
+/// ended, a new job that resumes it on the node holding its transcript.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/messages",
+    tag = "sessions",
+    params(("id" = JobId, Path, description = "The job's id")),
+    request_body = SendMessage,
+    security(("access_token" = ["jobs:submit"]), ("api_token" = ["jobs:submit"])),
+    responses(
+        (status = 202, description = "Sent: into the live session (`resumed: false`) or as a new job (`resumed: true`)", body = MessageAccepted),
+        (status = 404, description = "`not_found`: no such job, or another user's", body = ErrorBody),
+        (status = 409, description = "`conflict`: the job has not started, is ending or never had a session; `node_gone`: the node holding the session is not connected", body = ErrorBody),
+    )
+)]
 pub async fn post_message(
     State(state): State<AppState>,
     caller: Caller,
@@ -34,6 +51,23 @@ pub async fn post_message(
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
+/// Answers an `approval.requested` event of the job.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/approvals/{request_id}",
+    tag = "sessions",
+    params(
+        ("id" = JobId, Path, description = "The job's id"),
+        ("request_id" = String, Path, description = "The `request_id` of the `approval.requested` event"),
+    ),
+    request_body = ApprovalDecision,
+    security(("access_token" = ["tools:approve"]), ("api_token" = ["tools:approve"])),
+    responses(
+        (status = 202, description = "The decision reached the job's node", body = JobAccepted),
+        (status = 404, description = "`not_found`: no such job, or another user's", body = ErrorBody),
+        (status = 409, description = "`already_ended`: the job has ended; `conflict`: no node runs it or the node refused the answer", body = ErrorBody),
+    )
+)]
 pub async fn post_approval(
     State(state): State<AppState>,
     caller: Caller,
@@ -53,6 +87,19 @@ pub async fn post_approval(
     ))
 }
 
+/// Interrupts the job's current turn; the session goes on.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/interrupt",
+    tag = "sessions",
+    params(("id" = JobId, Path, description = "The job's id")),
+    security(("access_token" = ["jobs:submit"]), ("api_token" = ["jobs:submit"])),
+    responses(
+        (status = 202, description = "The interrupt reached the job's node", body = JobAccepted),
+        (status = 404, description = "`not_found`: no such job, or another user's", body = ErrorBody),
+        (status = 409, description = "`already_ended`: the job has ended; `conflict`: no node runs it or the node refused", body = ErrorBody),
+    )
+)]
 pub async fn post_interrupt(
     State(state): State<AppState>,
     caller: Caller,
