@@ -124,9 +124,10 @@ impl NodeRegistry {
             .map_err(|e| registry_error(format!("heartbeat of {} failed: {e}", heartbeat.node)))
     }
 
-    /// Every node that has a desired state or a live heartbeat.
-    pub async fn list(&self) -> Result<Vec<NodeView>, BusError> {
-        let mut beats: BTreeMap<String, NodeHeartbeat> = BTreeMap::new();
+    /// The last heartbeat of every node that is alive (reported within its time to
+    /// live), by node name: who could take work, with which pool and labels.
+    pub async fn heartbeats(&self) -> Result<BTreeMap<String, NodeHeartbeat>, BusError> {
+        let mut beats = BTreeMap::new();
         for (key, value) in entries(&self.heartbeats).await? {
             match serde_json::from_slice::<NodeHeartbeat>(&value) {
                 Ok(beat) => {
@@ -135,6 +136,12 @@ impl NodeRegistry {
                 Err(e) => tracing::warn!(%key, error = %e, "unreadable heartbeat"),
             }
         }
+        Ok(beats)
+    }
+
+    /// Every node that has a desired state or a live heartbeat.
+    pub async fn list(&self) -> Result<Vec<NodeView>, BusError> {
+        let beats = self.heartbeats().await?;
         let mut desired: BTreeMap<String, NodeDesired> = BTreeMap::new();
         for (key, value) in entries(&self.desired).await? {
             if let Ok(state) = serde_json::from_slice::<NodeDesired>(&value) {

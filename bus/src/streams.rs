@@ -263,6 +263,26 @@ pub async fn ensure_pool_consumer(
     ensure_consumer(js, config).await
 }
 
+/// The consumer through which every node whose labels match a selector claims the
+/// selector's jobs. The server deletes it once no node has pulled from it for
+/// `inactive_after` (no node matches any more, or the selector was forgotten); the jobs
+/// stay in the stream, and the next node that matches creates it again.
+pub async fn ensure_selector_consumer(
+    js: &jetstream::Context,
+    selector: &str,
+    settings: &StreamSettings,
+    inactive_after: Duration,
+) -> Result<consumer::PullConsumer, BusError> {
+    let mut config = job_consumer_config(
+        subjects::selector_consumer(selector),
+        subjects::selector_jobs(selector),
+        settings,
+    );
+    config.description = Some("Paddock nodes whose labels match claim jobs here".into());
+    config.inactive_threshold = inactive_after;
+    ensure_consumer(js, config).await
+}
+
 /// The consumer of work addressed to one node.
 pub async fn ensure_node_consumer(
     js: &jetstream::Context,

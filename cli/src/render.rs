@@ -7,6 +7,7 @@ use paddock_contract::{EventBody, JobEvent, RunSummary};
 pub fn render(event: &JobEvent) -> Option<String> {
     let text = match &event.body {
         EventBody::Queued { project, .. } => format!("● queued  job {} in {project}", event.job_id),
+        EventBody::Waiting { reason } => format!("⧗ waiting: {reason}"),
         EventBody::Started { node, attempt } => {
             format!("▶ started on {node} (attempt {attempt})")
         }
@@ -168,6 +169,18 @@ mod tests {
         }))
         .expect("shown");
         assert_eq!(result, "  ↳ one (+2 lines)");
+    }
+
+    #[test]
+    fn a_waiting_job_says_why() {
+        let text = render(&event(EventBody::Waiting {
+            reason: "no live node matches pool=default, xcode=17".into(),
+        }))
+        .expect("shown");
+        assert_eq!(
+            text,
+            "⧗ waiting: no live node matches pool=default, xcode=17"
+        );
     }
 
     #[test]

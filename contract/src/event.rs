@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// One event of one job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobEvent {
     pub version: u32,
     pub job_id: JobId,
@@ -30,7 +31,7 @@ impl JobEvent {
     /// The status the job has once this event is applied, if the event changes it.
     pub fn status_after(&self) -> Option<JobStatus> {
         match &self.body {
-            EventBody::Queued { .. } => Some(JobStatus::Queued),
+            EventBody::Queued { .. } | EventBody::Waiting { .. } => Some(JobStatus::Queued),
             EventBody::Started { .. } | EventBody::Retrying { .. } => Some(JobStatus::Running),
             EventBody::Completed { .. } => Some(JobStatus::Completed),
             EventBody::Failed { .. } => Some(JobStatus::Failed),
@@ -51,6 +52,7 @@ impl JobEvent {
 
 /// What happened. Serialised with a `kind` tag beside the envelope fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind")]
 pub enum EventBody {
     #[serde(rename = "job.queued")]
@@ -66,6 +68,11 @@ pub enum EventBody {
         #[serde(default)]
         options: crate::job::JobOptions,
     },
+    /// The job is queued but no node can take it now (no live node carries the labels
+    /// it requires, or those that do take no work); it runs once one can. Follows
+    /// `job.queued`; the job stays queued.
+    #[serde(rename = "job.waiting")]
+    Waiting { reason: String },
     /// The body's fields repeat the envelope's `node` and `attempt` under their own
     /// names: the body is flattened into the envelope, so the same key twice would make
     /// the event unreadable.
@@ -197,6 +204,7 @@ impl EventBody {
     pub fn kind(&self) -> &'static str {
         match self {
             EventBody::Queued { .. } => "job.queued",
+            EventBody::Waiting { .. } => "job.waiting",
             EventBody::Started { .. } => "job.started",
             EventBody::Restarting { .. } => "job.restarting",
             EventBody::SessionState { .. } => "session.state",
@@ -225,6 +233,7 @@ impl EventBody {
 
 /// The states of a live session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStateKind {
     /// A turn is running.
@@ -247,6 +256,7 @@ impl SessionStateKind {
 
 /// What the CLI reported about a run in its `result` line.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct RunSummary {
     pub session_id: Option<String>,
@@ -347,6 +357,9 @@ mod tests {
                 submitted_by: "u".into(),
                 resumes: Some(JobId::new()),
                 options: Default::default(),
+            },
+            EventBody::Waiting {
+                reason: "no live node has xcode=17".into(),
             },
             EventBody::Restarting {
                 restart: 1,

@@ -1,12 +1,14 @@
 //! A job as it is submitted and queued: its id, what to run, where, and its status.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use uuid::Uuid;
 
 /// A job's id: a UUID (v7, so ids sort by submission time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct JobId(pub Uuid);
 
@@ -37,6 +39,7 @@ impl FromStr for JobId {
 
 /// How the CLI may use tools without asking.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum PermissionMode {
     /// Tools that need approval are refused unless listed in `allowed_tools`.
@@ -58,6 +61,7 @@ impl PermissionMode {
 
 /// Options a client may set on a job. Every field is optional on the wire.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct JobOptions {
     /// Model name passed to the CLI's `--model`.
@@ -78,10 +82,49 @@ pub struct JobOptions {
     /// Keep the session alive this long after a turn, waiting for a follow-up. Unset
     /// or 0: the job ends with its first result (a one-shot prompt).
     pub idle_timeout_secs: Option<u32>,
+    /// Labels the node that runs the job must carry, key → value (`xcode = "16"`);
+    /// the key `pool` names the pool (the project's pool when absent). Empty: any node
+    /// of the project's pool.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub requires: BTreeMap<String, String>,
+}
+
+/// The requirement key that names a node's pool (a node's pool is one of its labels).
+pub const POOL_LABEL: &str = "pool";
+
+/// True when a node of `pool` carrying `labels` satisfies every requirement: each
+/// required label is present with the same value; `pool` is compared with the node's
+/// pool, whatever its labels say.
+pub fn labels_satisfy(
+    pool: &str,
+    labels: &BTreeMap<String, String>,
+    requires: &BTreeMap<String, String>,
+) -> bool {
+    requires.iter().all(|(key, value)| {
+        if key == POOL_LABEL {
+            pool == value
+        } else {
+            labels.get(key) == Some(value)
+        }
+    })
+}
+
+/// A set of requirements that jobs were queued with (the value of its entry in the
+/// `paddock_selectors` bucket). Jobs that require more than a pool wait on the
+/// selector's own subject; every node whose labels satisfy `requires` claims from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelSelector {
+    /// Every requirement, `pool` included.
+    pub requires: BTreeMap<String, String>,
+    /// When a job was last queued with it (unix ms): a selector unused for long, with
+    /// no job left, is forgotten.
+    #[serde(default)]
+    pub recorded_at_ms: i64,
 }
 
 /// Who decides on tool calls the allow list does not cover.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalMode {
     /// Refused (the CLI reports them as permission denials).
@@ -128,6 +171,7 @@ pub struct JobLimits {
 
 /// A job's place in its lifecycle, as the ledger and the API report it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Queued,
@@ -190,6 +234,66 @@ mod tests {
             assert_eq!(status.as_str().parse::<JobStatus>(), Ok(status));
         }
         assert!("done".parse::<JobStatus>().is_err());
+    }
+
+    #[test]
+    fn labels_satisfy_requirements_with_the_pool_as_a_label() {
+        let labels: BTreeMap<String, String> = [("xcode", "16"), ("arch", "arm64")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let requires = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(labels_satisfy("default", &labels, &requires(&[])));
+        assert!(labels_satisfy(
+            "default",
+            &labels,
+            &requires(&[("xcode", "16")])
+        ));
+        assert!(labels_satisfy(
+            "default",
+            &labels,
+            &requires(&[("xcode", "16"), ("pool", "default"), ("arch", "arm64")])
+        ));
+        assert!(!labels_satisfy(
+            "default",
+            &labels,
+            &requires(&[("xcode", "15")])
+        ));
+        assert!(!labels_satisfy(
+            "default",
+            &labels,
+            &requires(&[("os", "15")])
+        ));
+        assert!(!labels_satisfy(
+            "big",
+            &labels,
+            &requires(&[("pool", "default")])
+        ));
+        // A label named `pool` does not stand in for the node's pool.
+        let mut spoof = labels.clone();
+        spoof.insert("pool".into(), "big".into());
+        assert!(!labels_satisfy(
+            "default",
+            &spoof,
+            &requires(&[("pool", "big")])
+        ));
+    }
+
+    #[test]
+    fn requirements_are_left_out_of_the_wire_when_empty() {
+        let json = serde_json::to_value(JobOptions::default()).expect("serialise");
+        assert!(json.get("requires").is_none(), "{json}");
+        let options: JobOptions =
+            serde_json::from_str(r#"{"requires":{"xcode":"16"}}"#).expect("parse");
+        assert_eq!(
+            options.requires.get("xcode").map(String::as_str),
+            Some("16")
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 use crate::config::{GatewayConfig, ProjectConfig};
 use crate::error::ApiError;
 use paddock_contract::api::SubmitJob;
+use paddock_contract::job::POOL_LABEL;
+use paddock_contract::subjects::is_valid_token;
 
 /// Most entries `options.allowed_tools` may hold.
 pub const MAX_ALLOWED_TOOLS: usize = 64;
@@ -17,6 +19,10 @@ pub const MAX_SUBDIR_BYTES: usize = 1024;
 pub const MAX_MODEL_BYTES: usize = 128;
 /// Most agent turns a job may ask for.
 pub const MAX_TURNS: u32 = 10_000;
+/// Most labels a job may require.
+pub const MAX_REQUIREMENTS: usize = 16;
+/// Longest required label value.
+pub const MAX_LABEL_VALUE_BYTES: usize = 64;
 
 /// Checks `submit` and returns the project it goes to.
 pub fn check_submission<'a>(
@@ -46,7 +52,50 @@ pub fn check_submission<'a>(
             "options.max_turns must be between 1 and {MAX_TURNS}"
         )));
     }
+    check_requirements(&options.requires)?;
     Ok(project)
+}
+
+/// Label keys are subject tokens (letters, digits, `-`, `_`); values may hold dots
+/// too (`xcode = "16.2"`); `pool` names a pool, so it is a token as well.
+fn check_requirements(
+    requires: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    if requires.len() > MAX_REQUIREMENTS {
+        return Err(ApiError::BadRequest(format!(
+            "options.requires has more than {MAX_REQUIREMENTS} labels"
+        )));
+    }
+    for (key, value) in requires {
+        if !is_valid_token(key) {
+            return Err(ApiError::BadRequest(format!(
+                "options.requires: a label name must be 1-64 letters, digits, '-' or '_', not {:?}",
+                cut(key)
+            )));
+        }
+        let sane = if key == POOL_LABEL {
+            is_valid_token(value)
+        } else {
+            !value.is_empty()
+                && value.len() <= MAX_LABEL_VALUE_BYTES
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if !sane {
+            return Err(ApiError::BadRequest(format!(
+                "options.requires.{key} must be 1-{MAX_LABEL_VALUE_BYTES} letters, digits, '-', '_'{}, not {:?}",
+                if key == POOL_LABEL { "" } else { " or '.'" },
+                cut(value)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Text from a request, short enough to quote in an error.
+fn cut(text: &str) -> String {
+    text.chars().take(64).collect()
 }
 
 pub(crate) fn check_prompt(prompt: &str, max_bytes: usize) -> Result<(), ApiError> {
@@ -254,5 +303,43 @@ mod tests {
             ..JobOptions::default()
         };
         assert_eq!(code_of(&submit("hi", turns)), Some("bad_request"));
+    }
+
+    #[test]
+    fn required_labels_are_tokens_with_bounded_values() {
+        let requires = |pairs: &[(&str, &str)]| JobOptions {
+            requires: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..JobOptions::default()
+        };
+        for good in [
+            &[("xcode", "16.2")][..],
+            &[("pool", "mac-minis"), ("arch", "arm64")],
+            &[("os_version", "15_1-beta")],
+        ] {
+            assert_eq!(code_of(&submit("hi", requires(good))), None, "{good:?}");
+        }
+        let long = "x".repeat(MAX_LABEL_VALUE_BYTES + 1);
+        for bad in [
+            &[("", "1")][..],
+            &[("a.b", "1")],
+            &[("xcode", "")],
+            &[("xcode", "16 2")],
+            &[("xcode", "*")],
+            &[("xcode", long.as_str())],
+            &[("pool", "a.b")],
+            &[("pool", ">")],
+        ] {
+            assert_eq!(
+                code_of(&submit("hi", requires(bad))),
+                Some("bad_request"),
+                "{bad:?}"
+            );
+        }
+        let names: Vec<String> = (0..=MAX_REQUIREMENTS).map(|i| format!("l{i}")).collect();
+        let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+        assert_eq!(code_of(&submit("hi", requires(&many))), Some("bad_request"));
     }
 }

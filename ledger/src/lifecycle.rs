@@ -101,7 +101,9 @@ pub(crate) fn apply_event(row: &mut JobRow, event: &JobEvent) -> bool {
                 take_summary(row, summary);
             }
         }
-        EventBody::AssistantText { .. }
+        // The reason a queued job waits is in its event log; the row stays queued.
+        EventBody::Waiting { .. }
+        | EventBody::AssistantText { .. }
         | EventBody::ToolCall { .. }
         | EventBody::ToolResult { .. }
         | EventBody::ToolDenied { .. }
@@ -202,6 +204,37 @@ mod tests {
         assert_eq!(row.status, JobStatus::Queued);
         assert_eq!(row.created_at_ms, 100);
         assert_eq!(row.last_seq, 1);
+    }
+
+    #[test]
+    fn a_waiting_job_stays_queued_until_it_starts() {
+        let mut row = fresh();
+        let job = row.id;
+        apply_event(&mut row, &queued(job));
+        let waiting = event(
+            job,
+            2,
+            150,
+            EventBody::Waiting {
+                reason: "no live node matches pool=default, xcode=17".into(),
+            },
+        );
+        assert!(apply_event(&mut row, &waiting));
+        assert_eq!(row.status, JobStatus::Queued);
+        assert_eq!(row.node, None);
+        assert_eq!(row.last_seq, 2);
+        let started = event(
+            job,
+            3,
+            900,
+            EventBody::Started {
+                node: "mac-17".into(),
+                attempt: 1,
+            },
+        );
+        assert!(apply_event(&mut row, &started));
+        assert_eq!(row.status, JobStatus::Running);
+        assert_eq!(row.node.as_deref(), Some("mac-17"));
     }
 
     #[test]

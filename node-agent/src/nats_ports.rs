@@ -1,8 +1,10 @@
-//! The actors' ports over NATS: jobs are pulled from the node's pool consumer in
-//! batches sized to the free slots; a claimed job's message is kept alive with
-//! in-progress acks and settled with a confirmed ack (or a nak to hand it back);
-//! events go through the per-job event log; control requests arrive by request/reply on
-//! the job's control subject, subscribed only while this node runs the job.
+//! The actors' ports over NATS: jobs are pulled in batches sized to the free slots,
+//! from the node's own consumer first, then the label selectors it matches
+//! ([`crate::labels`]), then its pool's consumer; a claimed job's message is kept
+//! alive with in-progress acks and settled with a confirmed ack (or a nak to hand it
+//! back); events go through the per-job event log; control requests arrive by
+//! request/reply on the job's control subject, subscribed only while this node runs
+//! the job.
 //!
 //! Telemetry rides on the same ports: a pulled job message starts a `job.claim` span,
 //! a child of the submission's trace (its headers carry the W3C context), kept in
@@ -41,14 +43,18 @@ pub struct ConsumerFeed {
     pub claims: ClaimSpans,
 }
 
-#[async_trait]
-impl JobFeed for ConsumerFeed {
-    async fn fetch(&self, max: usize) -> Result<Vec<ClaimedJob>, PortError> {
-        let mut batch = self
-            .consumer
+impl ConsumerFeed {
+    /// Up to `max` jobs, waiting at most `wait` for the first.
+    async fn fetch_within(
+        &self,
+        consumer: &PullConsumer,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ClaimedJob>, PortError> {
+        let mut batch = consumer
             .fetch()
             .max_messages(max)
-            .expires(self.wait)
+            .expires(wait)
             .messages()
             .await
             .map_err(unavailable)?;
@@ -69,9 +75,25 @@ impl JobFeed for ConsumerFeed {
     }
 }
 
-/// Work addressed to this node (sessions resumed here) first, then the pool's jobs.
+#[async_trait]
+impl JobFeed for ConsumerFeed {
+    async fn fetch(&self, max: usize) -> Result<Vec<ClaimedJob>, PortError> {
+        self.fetch_within(&self.consumer, max, self.wait).await
+    }
+}
+
+/// How long a pull from one selector waits: selectors are polled in turn, so each
+/// only looks at what is there.
+const SELECTOR_PULL_WAIT: Duration = Duration::from_millis(10);
+/// The longest pull from the pool while the node matches selectors: a selector's
+/// job waits at most this long for a free node's attention.
+const POOL_WAIT_WITH_SELECTORS: Duration = Duration::from_secs(1);
+
+/// Work addressed to this node (sessions resumed here) first, then the jobs of the
+/// label selectors it matches, then the pool's jobs.
 pub struct NodeFeed {
     pub own: ConsumerFeed,
+    pub selectors: crate::labels::SelectorFeeds,
     pub pool: ConsumerFeed,
 }
 
@@ -79,8 +101,36 @@ pub struct NodeFeed {
 impl JobFeed for NodeFeed {
     async fn fetch(&self, max: usize) -> Result<Vec<ClaimedJob>, PortError> {
         let mut jobs = self.own.fetch(max).await?;
+        let selectors = self.selectors.in_turn();
+        for (id, consumer) in &selectors {
+            if jobs.len() >= max {
+                break;
+            }
+            // One broken selector (its consumer gone) must not stop the node's other
+            // work: it is set up again in the background.
+            match self
+                .pool
+                .fetch_within(consumer, max - jobs.len(), SELECTOR_PULL_WAIT)
+                .await
+            {
+                Ok(more) => jobs.extend(more),
+                Err(e) => {
+                    tracing::warn!(selector = %id, error = %e, "claiming from a selector failed");
+                    self.selectors.broken(id);
+                }
+            }
+        }
         if jobs.len() < max {
-            jobs.extend(self.pool.fetch(max - jobs.len()).await?);
+            let wait = if selectors.is_empty() {
+                self.pool.wait
+            } else {
+                self.pool.wait.min(POOL_WAIT_WITH_SELECTORS)
+            };
+            jobs.extend(
+                self.pool
+                    .fetch_within(&self.pool.consumer, max - jobs.len(), wait)
+                    .await?,
+            );
         }
         Ok(jobs)
     }

@@ -4,10 +4,15 @@
 //!
 //! 1. the ledger gets a `queued` row (only if absent);
 //! 2. the job's event log gets its `job.queued` event, only if the log is empty (a
-//!    publish conditional on the subject having no message yet);
-//! 3. the job message is published to its pool's subject with the job id as
-//!    `Nats-Msg-Id`, and JetStream's acknowledgement is awaited;
+//!    publish conditional on the subject having no message yet), then `job.waiting`
+//!    if no node can take it now;
+//! 3. the job message is published with the job id as `Nats-Msg-Id` to its pool's
+//!    subject, or to its label selector's for a job that requires labels (see
+//!    [`crate::routing`]), and JetStream's acknowledgement is awaited;
 //! 4. 202 with the job id.
+//!
+//! A new job that requires labels no live node carries is refused before step 1
+//! (422 `no_matching_node`) unless `[routing] unmatched = "wait"`.
 //!
 //! A retry after step 3 succeeded publishes again only while the job is still queued
 //! (JetStream drops the duplicate within the stream's duplicate window); once a node
@@ -17,6 +22,7 @@
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::routing::SubmitError;
 use crate::state::AppState;
 use crate::validate::check_submission;
 use async_nats::jetstream::context::PublishErrorKind;
@@ -32,12 +38,27 @@ use paddock_contract::{
 /// Writer id in the message id of the `job.queued` event (`{job}.1.gateway-submit`),
 /// the same in every gateway so that retried publishes of it are deduplicated.
 const QUEUED_WRITER: &str = "gateway-submit";
+/// Writer id of the `job.waiting` event, for the same reason.
+const ROUTING_WRITER: &str = "gateway-routing";
 
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    request_body = SubmitJob,
+    security(("access_token" = ["jobs:submit"]), ("api_token" = ["jobs:submit"])),
+    responses(
+        (status = 202, description = "Queued (or, for a retried `job_id`, where the job stands)", body = JobAccepted),
+        (status = 400, description = "`unknown_project`: no such project; `bad_path`: `options.subdir` leaves the project", body = paddock_contract::api::ErrorBody),
+        (status = 409, description = "`conflict`: `job_id` exists with another project, prompt or submitter", body = paddock_contract::api::ErrorBody),
+        (status = 422, description = "`no_matching_node`: the job requires labels no live node carries (unless the gateway queues such jobs to wait)", body = paddock_contract::api::ErrorBody),
+    )
+)]
 pub async fn submit_job(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(submit): ApiJson<SubmitJob>,
-) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
+) -> Result<(StatusCode, Json<JobAccepted>), SubmitError> {
     let project = check_submission(&submit, state.config())?;
     let id = submit.job_id.unwrap_or_else(JobId::new);
     let existing = match submit.job_id {
@@ -58,7 +79,12 @@ pub async fn submit_job(
         project: project.name.clone(),
         prompt: submit.prompt.clone(),
         options: submit.options.clone(),
-        pool: project.pool.clone(),
+        pool: submit
+            .options
+            .requires
+            .get(paddock_contract::job::POOL_LABEL)
+            .unwrap_or(&project.pool)
+            .clone(),
         submitted_by: caller.user.clone(),
         // A retry republishes the message the first attempt built.
         submitted_at_ms: existing
@@ -66,6 +92,11 @@ pub async fn submit_job(
             .map_or_else(now_unix_ms, |job| job.created_at_ms),
         resume: None,
         limits,
+    };
+    // A retried submission was routed the first time.
+    let waiting = match &existing {
+        Some(_) => None,
+        None => crate::routing::admit(&state, &spec).await?,
     };
 
     state.ledger().record_submission(&spec).await?;
@@ -76,14 +107,24 @@ pub async fn submit_job(
             Some(job) => ensure_same_job(&job, &submit, &caller)?,
             None => {
                 tracing::error!(job = %id, "the ledger lost a row it just recorded");
-                return Err(ApiError::Internal);
+                return Err(ApiError::Internal.into());
             }
         }
     }
 
     let status = match record_queued(&state, &spec).await? {
         Some(last) => last.status_after().unwrap_or(JobStatus::Running),
-        None => JobStatus::Queued,
+        None => {
+            if let Some(reason) = waiting {
+                // Before the job is published, so that it comes before the job's start.
+                tracing::info!(job = %id, %reason, "job queued to wait");
+                let mut writer = state.events().writer(id, ROUTING_WRITER).await?;
+                writer
+                    .append(None, 0, EventBody::Waiting { reason }, None)
+                    .await?;
+            }
+            JobStatus::Queued
+        }
     };
     if status == JobStatus::Queued {
         publish(&state, &spec).await?;
@@ -168,8 +209,9 @@ fn ensure_same_job(job: &JobView, submit: &SubmitJob, caller: &Caller) -> Result
     }
 }
 
-/// Publishes the job message and waits for JetStream to store it: to the pool, or to
-/// the one node that holds the session a resuming job continues.
+/// Publishes the job message and waits for JetStream to store it: to the pool or the
+/// label selector it requires, or to the one node that holds the session a resuming
+/// job continues.
 pub(crate) async fn publish(state: &AppState, spec: &JobSpec) -> Result<(), ApiError> {
     let payload = serde_json::to_vec(spec).map_err(|e| {
         tracing::error!(job = %spec.id, error = %e, "cannot serialise a job spec");
@@ -179,15 +221,13 @@ pub(crate) async fn publish(state: &AppState, spec: &JobSpec) -> Result<(), ApiE
         .headers(paddock_telemetry::propagation::headers())
         .payload(payload.into())
         .message_id(spec.id.to_string());
+    let subject = match &spec.resume {
+        Some(resume) => subjects::node_jobs(&resume.node),
+        None => crate::routing::queue_subject(state, spec).await?,
+    };
     let ack = state
         .jetstream()
-        .send_publish(
-            match &spec.resume {
-                Some(resume) => subjects::node_jobs(&resume.node),
-                None => subjects::pool_jobs(&spec.pool),
-            },
-            message,
-        )
+        .send_publish(subject, message)
         .await
         .map_err(|e| ApiError::bus("publishing a job failed", e))?;
     let ack = ack
