@@ -57,6 +57,10 @@ pub enum LedgerError {
     /// newer version).
     #[error("the ledger row of job {job} cannot be read: {detail}")]
     Corrupt { job: String, detail: String },
+
+    /// The operating system gave no random bytes (for a join token).
+    #[error("the operating system's random number generator failed")]
+    NoRandomness,
 }
 
 impl LedgerError {
@@ -71,7 +75,8 @@ impl LedgerError {
             LedgerError::UnsupportedUrl { .. }
             | LedgerError::SqliteFolder { .. }
             | LedgerError::SchemaTooNew { .. }
-            | LedgerError::Corrupt { .. } => false,
+            | LedgerError::Corrupt { .. }
+            | LedgerError::NoRandomness => false,
         }
     }
 }

@@ -9,15 +9,20 @@
 //! This crate knows SQL and the wire contract, nothing of NATS or HTTP.
 //!
 //! Map: `database` opens the pool, `schema` migrates, `job_row` maps a row to SQL,
-//! `lifecycle` holds the rules of how an event changes a row.
+//! `lifecycle` holds the rules of how an event changes a row, `join_tokens` keeps the
+//! tokens machines join with and the NATS credentials issued to nodes.
 
 mod database;
 mod error;
 mod job_row;
+mod join_tokens;
 mod lifecycle;
 mod schema;
 
 pub use error::{LedgerError, redact_url};
+pub use join_tokens::{CreatedJoinToken, NewJoinToken, RedeemError, hash_join_token};
+/// The schema version this build migrates a database to.
+pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
 
 use database::Target;
 use job_row::{COLUMN_COUNT, COLUMNS, JobRow};

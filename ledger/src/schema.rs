@@ -44,10 +44,41 @@ const MIGRATIONS: &[(i64, &[&str])] = &[
         ],
     ),
     (2, &["ALTER TABLE jobs ADD COLUMN session_state TEXT"]),
+    (
+        3,
+        &[
+            // Join tokens, kept only as a hash of the secret (`join_tokens.rs`).
+            "CREATE TABLE IF NOT EXISTS node_join_tokens (
+            id TEXT PRIMARY KEY,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_by TEXT NOT NULL,
+            created_at_ms BIGINT NOT NULL,
+            expires_at_ms BIGINT NOT NULL,
+            uses BIGINT NOT NULL,
+            uses_left BIGINT NOT NULL,
+            pool TEXT,
+            labels TEXT NOT NULL DEFAULT '{}',
+            revoked_at_ms BIGINT,
+            last_used_at_ms BIGINT,
+            last_used_by TEXT
+        )",
+            // Each node's NATS credentials (public keys); at most one in force per node.
+            "CREATE TABLE IF NOT EXISTS node_credentials (
+            public_key TEXT PRIMARY KEY,
+            node TEXT NOT NULL,
+            token_id TEXT,
+            issued_at_ms BIGINT NOT NULL,
+            revoked_at_ms BIGINT,
+            revoked_by TEXT
+        )",
+            "CREATE UNIQUE INDEX IF NOT EXISTS node_credentials_in_force
+            ON node_credentials (node) WHERE revoked_at_ms IS NULL",
+        ],
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const CURRENT_VERSION: i64 = 2;
+pub const CURRENT_VERSION: i64 = 3;
 
 /// An arbitrary constant that names the ledger's migration lock on PostgreSQL.
 const POSTGRES_MIGRATION_LOCK: i64 = 0x5061_6464_6f63_6b4c; // "PaddockL"

@@ -590,7 +590,11 @@ async fn concurrent_connects_migrate_once(url: &str) -> anyhow::Result<()> {
     let versions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM ledger_schema_version")
         .fetch_one(&pool)
         .await?;
-    assert_eq!(versions, 2, "each migration recorded once");
+    assert_eq!(
+        versions,
+        paddock_ledger::SCHEMA_VERSION,
+        "each migration recorded once"
+    );
     pool.close().await;
     for ledger in &ledgers {
         ledger.close().await;

@@ -12,6 +12,8 @@ pub struct NatsServer {
     child: Option<Child>,
     binary: PathBuf,
     extra_args: Vec<String>,
+    /// The config and users files of [`NatsServer::start_with_authorization`].
+    auth_folder: Option<tempfile::TempDir>,
 }
 
 impl NatsServer {
@@ -38,6 +40,7 @@ impl NatsServer {
             child: None,
             binary,
             extra_args,
+            auth_folder: None,
         };
         server.start_again().await;
         server
@@ -105,6 +108,91 @@ impl NatsServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// Names of the files of a server started with [`NatsServer::start_with_authorization`].
+const USERS_FILE: &str = "users.conf";
+const STATIC_USERS_FILE: &str = "static-users.conf";
+const PID_FILE: &str = "nats-server.pid";
+
+impl NatsServer {
+    /// Starts a server that lets in only known users: its config has
+    /// `authorization { include "users.conf" }`, and `users.conf` starts out holding
+    /// the static `users` (name, password; full access). The coordinator owns
+    /// `users.conf` from then on ([`NatsServer::users_file`]), copying
+    /// [`NatsServer::static_users_file`] into it and adding the nodes' nkeys; it
+    /// reloads the server through [`NatsServer::pid_file`].
+    pub async fn start_with_authorization(users: &[(&str, &str)]) -> NatsServer {
+        let folder = tempfile::Builder::new()
+            .prefix("paddock-nats-auth-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let path = folder.path().to_path_buf();
+        let quote = |s: &str| format!("{s:?}");
+        let entries: Vec<String> = users
+            .iter()
+            .map(|(user, password)| {
+                format!("{{user: {}, password: {}}}", quote(user), quote(password))
+            })
+            .collect();
+        let static_users = entries.join("\n");
+        let write = |name: &str, text: &str| {
+            let file = path.join(name);
+            std::fs::write(&file, text)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+            file
+        };
+        write(STATIC_USERS_FILE, &format!("{static_users}\n"));
+        write(USERS_FILE, &format!("users = [\n{static_users}\n]\n"));
+        let config = write(
+            "nats-server.conf",
+            &format!("authorization {{\n  include {}\n}}\n", quote(USERS_FILE)),
+        );
+        let mut server = Self::start_with_args(vec![
+            "-c".into(),
+            config.display().to_string(),
+            "-P".into(),
+            path.join(PID_FILE).display().to_string(),
+        ])
+        .await;
+        server.auth_folder = Some(folder);
+        server
+    }
+
+    /// The authorization file the coordinator keeps (`join.nats_users_file`).
+    pub fn users_file(&self) -> PathBuf {
+        self.auth_path(USERS_FILE)
+    }
+
+    /// The services' own users (`join.nats_static_users_file`).
+    pub fn static_users_file(&self) -> PathBuf {
+        self.auth_path(STATIC_USERS_FILE)
+    }
+
+    /// The server's pid file (`join.nats_pid_files`).
+    pub fn pid_file(&self) -> PathBuf {
+        self.auth_path(PID_FILE)
+    }
+
+    fn auth_path(&self, name: &str) -> PathBuf {
+        match &self.auth_folder {
+            Some(folder) => folder.path().join(name),
+            None => panic!("this nats-server was not started with start_with_authorization"),
+        }
+    }
+
+    /// `nats://user:password@127.0.0.1:PORT`, for clients of a server with users.
+    pub fn url_with_user(&self, user: &str, password: &str) -> String {
+        format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    /// Asks the server to read its config files again (SIGHUP).
+    pub fn reload(&self) {
+        if let Some(child) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
         }
     }
 }
