@@ -28,6 +28,8 @@ pub enum ClaimerMsg {
     LoopEnded(String),
 }
 
+impl ractor::Message for ClaimerMsg {}
+
 pub struct ClaimerState {
     task: JoinHandle<()>,
 }

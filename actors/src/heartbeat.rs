@@ -3,7 +3,7 @@
 //! operator wants (ready, draining with a deadline, cordoned), tells the supervisor to
 //! claim or not, hands running jobs back once a drain deadline has passed, and
 //! publishes the node's heartbeat. Level-triggered: a missed nudge costs only the time
-//! to the next tick.
+//! to the next tick; [`reconcile_now`] is the nudge.
 
 use crate::ports::PortError;
 use crate::supervisor::{NodeMsg, NodeStatus};
@@ -40,6 +40,22 @@ pub struct HeartbeatArgs {
 
 pub enum HeartbeatMsg {
     Tick,
+}
+
+impl ractor::Message for HeartbeatMsg {}
+
+/// The name the node supervisor gives the heartbeat of `node`.
+pub fn actor_name(node: &str) -> String {
+    format!("heartbeat-{node}")
+}
+
+/// Reconcile now rather than at the next tick: the fast path of a desired-state
+/// change (a KV watch, or the coordinator's `Reconcile` over the actor cluster).
+/// False when the heartbeat is not running (between a crash and its restart); the
+/// next tick reconciles anyway.
+pub fn reconcile_now(node: &str) -> bool {
+    ractor::registry::where_is(actor_name(node))
+        .is_some_and(|cell| cell.send_message(HeartbeatMsg::Tick).is_ok())
 }
 
 pub struct HeartbeatState {

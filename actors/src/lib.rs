@@ -6,6 +6,7 @@
 //!  ├─ Claimer        pulls jobs only while a slot is free and the node is not paused
 //!  ├─ Heartbeat      reconciles to the desired state (drain, cordon), reports status
 //!  └─ ClaudeSession  one per job: runs the CLI, publishes its events, settles the job
+//! Member             the node in the control plane's actor cluster: nudges the Heartbeat
 //! ```
 //!
 //! This crate must not depend on NATS, SQL or HTTP: the node agent provides the ports.
@@ -13,6 +14,7 @@
 pub mod agent;
 pub mod claimer;
 pub mod heartbeat;
+pub mod member;
 pub mod policy;
 pub mod ports;
 pub mod session;

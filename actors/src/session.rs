@@ -127,6 +127,8 @@ pub enum SessionMsg {
     ResendTurn,
 }
 
+impl ractor::Message for SessionMsg {}
+
 enum Ending {
     Cancelled(String),
     /// A limit was reached: the failure reason and what to tell the user.

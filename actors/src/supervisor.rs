@@ -57,6 +57,8 @@ pub enum NodeMsg {
     Status(RpcReplyPort<NodeStatus>),
 }
 
+impl ractor::Message for NodeMsg {}
+
 struct RunningJob {
     spec: JobSpec,
     actor: ActorRef<SessionMsg>,

@@ -236,6 +236,10 @@ async fn a_scripted_run_renders_every_metric_with_the_expected_counts() {
         CoordinatorMetrics::register(&coordinator_registry).expect("coordinator metrics");
     let fleet = FleetView::register(&coordinator_registry).expect("fleet view");
     let queue = QueueMetrics::register(&coordinator_registry).expect("queue metrics");
+    let membership = paddock_telemetry::metrics::MembershipMetrics::register(&coordinator_registry)
+        .expect("membership metrics");
+    let link = paddock_telemetry::metrics::ClusterLinkMetrics::register(&node_registry)
+        .expect("cluster link metrics");
     for registry in [&gateway_registry, &node_registry, &coordinator_registry] {
         NatsMetrics::register(registry, client.clone()).expect("nats metrics");
     }
@@ -318,6 +322,10 @@ async fn a_scripted_run_renders_every_metric_with_the_expected_counts() {
     coordinator.job_event_applied(&retrying, &row);
 
     // What the other components record where it happens.
+    membership.joined("mini-1", std::time::SystemTime::now(), 1);
+    membership.reconcile_sent(paddock_telemetry::metrics::ReconcileReason::Joined);
+    link.attempt(paddock_telemetry::metrics::JoinOutcome::Joined);
+    link.reconcile_received();
     gateway.http_request("POST", "/v1/jobs", 202, Duration::from_millis(4));
     gateway.http_request("GET", "/v1/jobs/{id}", 404, Duration::from_millis(1));
     gateway.auth_failure("bad_token");
@@ -325,6 +333,7 @@ async fn a_scripted_run_renders_every_metric_with_the_expected_counts() {
     gateway.quota_refused("jobs_per_day");
     let _socket = gateway.websocket_opened();
     gateway.websocket_events_sent(7);
+    gateway.websocket_closed("token_expired");
     node.set_slots(2);
     node.set_state(NodeState::Ready);
     node.approval_requested().resolve(ApprovalOutcome::Approved);
@@ -575,6 +584,14 @@ async fn a_scripted_run_renders_every_metric_with_the_expected_counts() {
         "a ready node has no drain deadline"
     );
     assert_eq!(value(&samples, "paddock_websocket_connections", &[]), 1.0);
+    assert_eq!(
+        value(
+            &samples,
+            "paddock_websocket_closes_total",
+            &[("reason", "token_expired")]
+        ),
+        1.0
+    );
     assert_eq!(
         value(
             &samples,

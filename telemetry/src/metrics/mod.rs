@@ -4,12 +4,14 @@
 //!
 //! | group | registered by | what it counts |
 //! | --- | --- | --- |
-//! | [`GatewayMetrics`] | gateway | submissions, HTTP requests, auth failures, rate limits, quota refusals, WebSockets |
+//! | [`GatewayMetrics`] | gateway | submissions, HTTP requests, auth failures, rate limits, quota refusals, WebSockets, Web Push notifications |
 //! | [`NodeMetrics`] | node agent | slots, state, running jobs, session restarts, time to first output, tool calls, approvals |
 //! | [`CoordinatorMetrics`] | coordinator | the job lifecycle as the ledger records it: starts, endings by reason, dispatch latency, duration, cost and tokens; ledger writes |
 //! | [`FleetView`] | coordinator | every node as the control plane sees it: heartbeat age, state, drain deadline |
 //! | [`QueueMetrics`] | coordinator | jobs queued and claimed per JetStream consumer, stream sizes (see [`crate::sampler`]) |
 //! | [`NatsMetrics`] | every service | the NATS connection: up, reconnects, messages and bytes |
+//! | [`MembershipMetrics`] | coordinator | the actor cluster's members, joins and leaves, `Reconcile` nudges sent |
+//! | [`ClusterLinkMetrics`] | node agent | the node's link to the actor cluster: joined, join attempts, nudges received |
 //!
 //! Conventions: names start with `paddock_`, carry their unit (`_seconds`, `_bytes`,
 //! `_usd`), counters end in `_total`; label values come through
@@ -17,6 +19,7 @@
 //! label. [`catalogue`] lists every metric, which the tests hold the dashboards and
 //! alert rules to.
 
+mod cluster;
 mod coordinator;
 mod fleet;
 mod gateway;
@@ -24,9 +27,10 @@ mod nats;
 mod node;
 mod queue;
 
+pub use cluster::{ClusterLinkMetrics, JoinOutcome, MembershipMetrics, ReconcileReason};
 pub use coordinator::CoordinatorMetrics;
 pub use fleet::{FleetView, NodeReport};
-pub use gateway::{GatewayMetrics, WebSocketGuard};
+pub use gateway::{GatewayMetrics, PushOutcome, WebSocketGuard};
 pub use nats::NatsMetrics;
 pub use node::{ApprovalOutcome, ApprovalWait, NodeMetrics, NodeState};
 pub use queue::QueueMetrics;
@@ -157,6 +161,8 @@ pub fn catalogue() -> Result<Vec<MetricDescription>, TelemetryError> {
         ("coordinator", Box::new(CoordinatorMetrics::new()?)),
         ("coordinator", Box::new(FleetView::new()?)),
         ("coordinator", Box::new(QueueMetrics::new()?)),
+        ("coordinator", Box::new(MembershipMetrics::new()?)),
+        ("node", Box::new(ClusterLinkMetrics::new()?)),
         ("all", Box::new(NatsMetrics::detached()?)),
     ];
     let mut found: BTreeMap<String, MetricDescription> = BTreeMap::new();
