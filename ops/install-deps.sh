@@ -56,6 +56,36 @@ if [ "$(uname -s)" = "Linux" ] && ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 
+# schemathesis (PyPI, pinned) in its own venv, for the API fuzz test (tests/tests/api_fuzz.rs)
+SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
+if ! have_version "$tools/bin/schemathesis" "$SCHEMATHESIS_VERSION"; then
+  echo "installing schemathesis $SCHEMATHESIS_VERSION from PyPI"
+  rm -rf "$tools/schemathesis"
+  python3 -m venv "$tools/schemathesis"
+  "$tools/schemathesis/bin/pip" install --quiet --disable-pip-version-check \
+    "schemathesis==$SCHEMATHESIS_VERSION"
+  ln -sf "$tools/schemathesis/bin/schemathesis" "$tools/bin/schemathesis"
+fi
+
+# Headless Chromium (Debian) and playwright-core (npm, pinned; it drives the system
+# browser and downloads none), for the web app's browser tests (tests/tests/web.rs).
+# On macOS: `brew install --cask chromium` and the npm step.
+if [ "$(uname -s)" = "Linux" ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium from Debian"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  fi
+fi
+PLAYWRIGHT_CORE_VERSION="${PLAYWRIGHT_CORE_VERSION:-1.65.1}"
+if ! grep -q "\"version\": \"$PLAYWRIGHT_CORE_VERSION\"" \
+  "$tools/playwright/node_modules/playwright-core/package.json" 2>/dev/null; then
+  echo "installing playwright-core $PLAYWRIGHT_CORE_VERSION from npm"
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --silent --no-audit --no-fund \
+    --prefix "$tools/playwright" "playwright-core@$PLAYWRIGHT_CORE_VERSION" >/dev/null
+fi
+
 # cargo-nextest, for the test command
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "installing cargo-nextest"

@@ -7,14 +7,19 @@
 
 mod connect;
 mod event_log;
+mod events_consumer;
 mod registry;
+pub mod selectors;
 mod streams;
 
-pub use connect::{NatsSettings, connect};
-pub use event_log::{EventLog, EventLogError, JobEventWriter};
+pub use connect::{NatsSettings, check_nkey, connect};
+pub use event_log::{EventLog, EventLogError, JobEventWriter, LoggedEvent};
+pub use events_consumer::EventsConsumer;
 pub use registry::NodeRegistry;
+pub use selectors::SelectorStore;
 pub use streams::{
-    StreamSettings, ensure_node_consumer, ensure_pool_consumer, ensure_streams, parse_duration,
+    StreamSettings, ensure_node_consumer, ensure_pool_consumer, ensure_selector_consumer,
+    ensure_streams, parse_duration,
 };
 
 /// Errors of the bus, with what a person needs to act on them.

@@ -2,7 +2,9 @@
 //! list jobs, read a job's log, cancel) and `paddock up`, which starts a whole
 //! single-machine cluster.
 
+mod keychain;
 mod login;
+mod node_tokens;
 mod up;
 mod users;
 
@@ -27,9 +29,13 @@ struct Cli {
         long,
         global = true,
         env = "PADDOCK_URL",
-        default_value = "http://127.0.0.1:8080"
+        default_value = "https://127.0.0.1:8080"
     )]
     url: String,
+    /// A CA certificate (PEM) to trust for the gateway's TLS certificate, besides the
+    /// system's: the one `paddock up` prints. `paddock login` remembers it.
+    #[arg(long, global = true, env = "PADDOCK_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     /// API token (printed by `paddock up`).
     #[arg(
         long,
@@ -69,6 +75,10 @@ enum Command {
         /// Keep the session open this many seconds after each turn for `paddock say`.
         #[arg(long)]
         idle: Option<u32>,
+        /// Run only on a node with this label (repeat for several): `xcode=16`;
+        /// `pool=NAME` picks the pool.
+        #[arg(long = "require", value_name = "KEY=VALUE", value_parser = parse_label)]
+        requires: Vec<(String, String)>,
     },
     /// Send a follow-up into a job's session (resumed on its node if it has ended).
     Say {
@@ -144,6 +154,17 @@ enum NodeAction {
     Undrain { name: String },
     /// No new work; running jobs are left alone.
     Cordon { name: String },
+    #[command(flatten)]
+    Credentials(node_tokens::CredentialAction),
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !value.is_empty() => {
+            Ok((key.to_string(), value.to_string()))
+        }
+        _ => Err(format!("{text:?}: expected KEY=VALUE, e.g. xcode=16")),
+    }
 }
 
 fn parse_deadline(text: &str) -> Result<u64, String> {
@@ -179,8 +200,25 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Up(args) = cli.command {
         return up::up(args).await.map(|()| 0);
     }
+    // The CA to trust: given now, else the one the sign-in to this gateway remembers.
+    let given = cli.ca_cert.as_deref().filter(|f| !f.as_os_str().is_empty());
+    let ca_cert = match given {
+        Some(file) => Some(
+            std::path::absolute(file)
+                .with_context(|| format!("locating {} (--ca-cert)", file.display()))?,
+        ),
+        None => login::saved_ca_cert(&cli.url),
+    };
+    let trust = client::Trust::new(ca_cert.as_deref()).with_context(|| match given {
+        Some(_) => "the CA certificate given with --ca-cert or PADDOCK_CA_CERT".to_string(),
+        None => format!(
+            "the CA certificate your sign-in to {} remembers: give another with --ca-cert",
+            cli.url
+        ),
+    })?;
+    trust.install();
     if let Command::Login(args) = cli.command {
-        return login::login(&cli.url, &cli.token, args).await;
+        return login::login(&cli.url, &cli.token, ca_cert, args).await;
     }
     if let Command::Logout = cli.command {
         return login::logout(&cli.url, &cli.token).await;
@@ -189,7 +227,20 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Users { action } = cli.command {
         return users::run(&cli.url, &token, action).await;
     }
-    let client = client::Client::new(&cli.url, &token)?;
+    if let Command::Nodes {
+        action: Some(NodeAction::Credentials(action)),
+    } = cli.command
+    {
+        return node_tokens::run(&cli.url, &token, action).await;
+    }
+    let mut client = client::Client::new(&cli.url, &token)?;
+    if cli.token.is_empty() {
+        let url = cli.url.clone();
+        client = client.renewing_sign_in(std::sync::Arc::new(move || {
+            let url = url.clone();
+            Box::pin(async move { login::token_for(&url, "").await })
+        }));
+    }
     match cli.command {
         Command::Run {
             project,
@@ -201,6 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             detach,
             ask,
             idle,
+            requires,
         } => {
             let accepted = client
                 .submit(&SubmitJob {
@@ -217,6 +269,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                             ApprovalMode::AllowListed
                         },
                         idle_timeout_secs: idle,
+                        requires: requires.into_iter().collect(),
                         ..Default::default()
                     },
                     job_id: Some(JobId::new()),
@@ -362,6 +415,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 NodeAction::Drain { name, deadline } => (name, "drain", deadline),
                 NodeAction::Undrain { name } => (name, "undrain", None),
                 NodeAction::Cordon { name } => (name, "cordon", None),
+                NodeAction::Credentials(_) => return Ok(0),
             };
             client.set_node(&name, verb, deadline).await?;
             println!("{name}: {verb} requested");

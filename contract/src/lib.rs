@@ -8,6 +8,7 @@ pub mod api;
 pub mod control;
 pub mod event;
 pub mod job;
+pub mod join;
 pub mod node;
 pub mod subjects;
 

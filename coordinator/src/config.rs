@@ -6,6 +6,9 @@
 //!
 //! Production: `database_url = "postgres://…"` when several coordinators or gateways
 //! share the ledger; `nats.url` listing the cluster's servers; `streams.replicas = 3`.
+//! Machines join through `[join]` (HTTPS, the NATS users file it keeps: see
+//! [`crate::join`] and docs/JOINING.md); `[nats]` takes a password file, nkey, `.creds`
+//! or token file and TLS settings (`paddock_bus::NatsSettings`).
 //!
 //! [`validate`]: CoordinatorConfig::validate
 
@@ -38,6 +41,32 @@ pub struct CoordinatorConfig {
     pub otlp_endpoint: Option<String>,
     /// Log JSON lines instead of text.
     pub log_json: bool,
+    /// Where machines join and the NATS users file kept for them (`[join]`); off
+    /// unless `join.listen` is set.
+    pub join: crate::join::JoinSettings,
+    /// The control plane's actor cluster that node agents join (`[cluster]`); off
+    /// unless `cluster.listen` is set.
+    pub cluster: ClusterSettings,
+}
+
+/// The actor cluster's node server (ractor_cluster). Nodes authenticate with the
+/// shared cluster secret; the session is TLS unless the operator explicitly accepts
+/// plain TCP on a loopback address. Production: `listen = "0.0.0.0:9473"`,
+/// `secret_file` (mode 0600), `cert_file` and `key_file`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Address of the node server; none: no actor cluster (nodes still work, through
+    /// NATS alone).
+    pub listen: Option<SocketAddr>,
+    /// A file readable by its owner only (mode 0600) holding the cluster secret that
+    /// every node presents. Never logged.
+    pub secret_file: Option<PathBuf>,
+    /// TLS: the coordinator's certificate chain and its private key (PEM files).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Accept plain TCP instead of TLS. Refused unless `listen` is a loopback address.
+    pub insecure_loopback: bool,
 }
 
 /// Where the coordinator's metrics are scraped by default (`ops/prometheus/prometheus.yml`).
@@ -54,6 +83,8 @@ impl Default for CoordinatorConfig {
             metrics_listen: DEFAULT_METRICS_LISTEN,
             otlp_endpoint: None,
             log_json: false,
+            join: crate::join::JoinSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -169,11 +200,6 @@ impl CoordinatorConfig {
             "is empty".into(),
         );
         check(
-            self.nats.user.is_some() == self.nats.password.is_some(),
-            "nats.user",
-            "nats.user and nats.password go together".into(),
-        );
-        check(
             (1..=5).contains(&self.streams.replicas),
             "streams.replicas",
             format!("{} is not between 1 and 5", self.streams.replicas),
@@ -231,6 +257,9 @@ impl CoordinatorConfig {
                 writer.gap_wait, writer.ack_wait
             ),
         );
+        problems.extend(self.cluster.problems());
+        problems.extend(self.nats.problems("nats"));
+        problems.extend(self.join.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -242,11 +271,38 @@ impl CoordinatorConfig {
     /// replaced by `***`, for `--print-config` and start-up logs.
     pub fn redacted_json(&self) -> String {
         let mut shown = self.clone();
-        if shown.nats.password.is_some() {
-            shown.nats.password = Some("***".into());
-        }
+        shown.nats = shown.nats.redacted();
         shown.database_url = paddock_ledger::redact_url(&shown.database_url);
         serde_json::to_string_pretty(&shown).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
+impl ClusterSettings {
+    /// What cannot work, each naming its key.
+    fn problems(&self) -> Vec<String> {
+        let Some(listen) = self.listen else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        if self.secret_file.is_none() {
+            problems.push("cluster.secret_file: required with cluster.listen".to_string());
+        }
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), Some(_)) => {}
+            (Some(_), None) | (None, Some(_)) => problems
+                .push("cluster.key_file: cluster.cert_file and cluster.key_file go together".into()),
+            (None, None) if !self.insecure_loopback => problems.push(
+                "cluster.cert_file: the actor cluster needs TLS (cluster.cert_file and cluster.key_file); \
+                 plain TCP only with cluster.insecure_loopback = true on a loopback address"
+                    .into(),
+            ),
+            (None, None) if !listen.ip().is_loopback() => problems.push(format!(
+                "cluster.insecure_loopback: plain TCP is accepted only on a loopback address, not on {listen}; \
+                 set cluster.cert_file and cluster.key_file"
+            )),
+            (None, None) => {}
+        }
+        problems
     }
 }
 
@@ -317,6 +373,74 @@ mod tests {
             ..CoordinatorConfig::default()
         };
         config.validate().expect("an http URL is fine");
+    }
+
+    #[test]
+    fn the_actor_cluster_needs_tls_or_plain_tcp_on_loopback_by_choice() {
+        let with = |cluster: ClusterSettings| CoordinatorConfig {
+            cluster,
+            ..CoordinatorConfig::default()
+        };
+        let listen = |address: &str| Some(address.parse().expect("address"));
+        with(ClusterSettings::default())
+            .validate()
+            .expect("off by default");
+        let refused = |cluster: ClusterSettings, key: &str| {
+            let message = with(cluster).validate().expect_err("refused").to_string();
+            assert!(message.contains(key), "{key} missing from: {message}");
+        };
+        refused(
+            ClusterSettings {
+                listen: listen("127.0.0.1:9473"),
+                ..ClusterSettings::default()
+            },
+            "cluster.secret_file",
+        );
+        // Plain TCP needs saying so, even on loopback...
+        refused(
+            ClusterSettings {
+                listen: listen("127.0.0.1:9473"),
+                secret_file: Some("secret".into()),
+                ..ClusterSettings::default()
+            },
+            "cluster.cert_file",
+        );
+        // ...and is never accepted beyond it.
+        refused(
+            ClusterSettings {
+                listen: listen("0.0.0.0:9473"),
+                secret_file: Some("secret".into()),
+                insecure_loopback: true,
+                ..ClusterSettings::default()
+            },
+            "cluster.insecure_loopback",
+        );
+        refused(
+            ClusterSettings {
+                listen: listen("0.0.0.0:9473"),
+                secret_file: Some("secret".into()),
+                cert_file: Some("cert.pem".into()),
+                ..ClusterSettings::default()
+            },
+            "cluster.key_file",
+        );
+        with(ClusterSettings {
+            listen: listen("127.0.0.1:9473"),
+            secret_file: Some("secret".into()),
+            insecure_loopback: true,
+            ..ClusterSettings::default()
+        })
+        .validate()
+        .expect("plain on loopback, by choice");
+        with(ClusterSettings {
+            listen: listen("0.0.0.0:9473"),
+            secret_file: Some("secret".into()),
+            cert_file: Some("cert.pem".into()),
+            key_file: Some("key.pem".into()),
+            ..ClusterSettings::default()
+        })
+        .validate()
+        .expect("TLS anywhere");
     }
 
     #[test]

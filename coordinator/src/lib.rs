@@ -1,7 +1,11 @@
-//! Paddock's coordinator, the control plane. Today it is the ledger writer: it reads
+//! Paddock's coordinator, the control plane. It is the ledger writer: it reads
 //! every job event from the events stream and keeps the SQL job ledger up to date.
-//! Node membership, the registry, drain and the reaper join it later as their own
-//! modules beside `ledger_writer`, started from [`run`] and stopped by the same token.
+//! With `cluster.listen` it also runs the actor cluster node agents join
+//! ([`membership`]): it sees members join and leave and nudges them to reconcile when
+//! their desired state changes. With `join.listen` it admits new machines (`POST
+//! /v1/join`) and keeps the NATS users file of their credentials ([`join`]).
+//! Each runs beside `ledger_writer`, started from [`run`]
+//! and stopped by the same token.
 //!
 //! It is also where the paddock is observed as a whole, on `metrics_listen`
 //! (`/metrics`, `/healthz`, `/readyz`: NATS connected, the database answers): the job
@@ -14,12 +18,15 @@
 
 pub mod config;
 pub mod fleet;
+pub mod join;
 pub mod ledger_writer;
+pub mod membership;
 
 pub use config::{CoordinatorConfig, Flags, LedgerWriterSettings};
 
 use anyhow::Context as _;
 use paddock_ledger::Ledger;
+use paddock_telemetry::metrics::MembershipMetrics;
 use paddock_telemetry::{
     CoordinatorMetrics, FleetView, NatsMetrics, QueueMetrics, QueueSampler, Readiness,
     ReadinessCheck, checks, new_registry,
@@ -37,11 +44,22 @@ const QUEUE_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// usable; after start, NATS and database outages are waited out.
 pub async fn run(config: CoordinatorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
+    // Both of rustls' crypto back ends are compiled in (ractor_cluster brings the
+    // second): name the one used where nothing else chooses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Bound first: a port in use is a configuration error, reported before anything
     // else starts.
     let operations_listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await
         .with_context(|| format!("metrics_listen: cannot listen on {}", config.metrics_listen))?;
+    let join_listener = match config.join.listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("join.listen: cannot listen on {address}"))?,
+        ),
+        None => None,
+    };
     let Some(ledger) = until_shutdown(&shutdown, Ledger::connect(&config.database_url)).await
     else {
         return Ok(());
@@ -68,6 +86,7 @@ pub async fn run(config: CoordinatorConfig, shutdown: CancellationToken) -> anyh
     NatsMetrics::register(&registry, client.clone())?;
     let fleet = FleetView::register(&registry)?;
     let queue = QueueMetrics::register(&registry)?;
+    let membership_metrics = MembershipMetrics::register(&registry)?;
     // Stopped when `run` returns, whichever way: after the ledger writer.
     let operations_stop = CancellationToken::new();
     let _operations_guard = operations_stop.clone().drop_guard();
@@ -78,6 +97,32 @@ pub async fn run(config: CoordinatorConfig, shutdown: CancellationToken) -> anyh
         operations_stop.clone(),
     ));
     let sampler = QueueSampler::new(js.clone(), queue).spawn(QUEUE_SAMPLE_EVERY, shutdown.clone());
+    // The actor cluster nodes join (membership, the fast path of drain and cordon).
+    let actor_cluster = membership::start(
+        &config.cluster,
+        js.clone(),
+        membership_metrics,
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the actor cluster")?;
+    // Machines joining, and the NATS users file kept from the credentials in SQL.
+    let join_tasks = join_listener.map(|listener| {
+        let service = join::JoinService::new(
+            ledger.clone(),
+            config.join.clone(),
+            config.nats.clone(),
+            config.streams.replicas,
+        );
+        let reconciler = tokio::spawn(join::reconcile(service.clone(), shutdown.clone()));
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            if let Err(error) = join::serve(listener, service, stop).await {
+                tracing::error!(error = format!("{error:#}"), "the join endpoint stopped");
+            }
+        });
+        [reconciler, server]
+    });
     let fleet_task = tokio::spawn(fleet::run(
         js.clone(),
         config.streams.replicas,
@@ -103,6 +148,12 @@ pub async fn run(config: CoordinatorConfig, shutdown: CancellationToken) -> anyh
     // Both watch `shutdown`; a sample or read in flight is dropped.
     sampler.abort();
     fleet_task.abort();
+    if let Some(actor_cluster) = actor_cluster {
+        actor_cluster.stop().await;
+    }
+    for task in join_tasks.into_iter().flatten() {
+        task.abort();
+    }
     operations_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_millis(500), operations).await;
 

@@ -78,6 +78,19 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("GET", "/healthz", Public, None, Nothing),
     route("GET", "/readyz", Public, None, Nothing),
     route("GET", "/.well-known/jwks.json", Public, None, Nothing),
+    route("GET", "/v1/openapi.json", Public, None, Nothing),
+    // The web app (`crate::web`): the shell and its files hold no data.
+    route("GET", "/", Public, None, Nothing),
+    route("GET", "/index.html", Public, None, Nothing),
+    route("GET", "/signin", Public, None, Nothing),
+    route("GET", "/new", Public, None, Nothing),
+    route("GET", "/jobs/{id}", Public, None, Nothing),
+    route("GET", "/nodes", Public, None, Nothing),
+    route("GET", "/settings", Public, None, Nothing),
+    route("GET", "/device", Public, None, Nothing),
+    route("GET", "/sw.js", Public, None, Nothing),
+    route("GET", "/manifest.webmanifest", Public, None, Nothing),
+    route("GET", "/static/{*path}", Public, None, Nothing),
     route("POST", "/v1/auth/login", Public, Some(Login), Handler),
     route("POST", "/v1/auth/refresh", Public, Some(Refresh), Handler),
     route("POST", "/v1/auth/device", Public, Some(Login), Handler),
@@ -97,6 +110,22 @@ pub const ROUTES: &[RoutePolicy] = &[
     route("POST", "/v1/auth/totp/confirm", Signed, None, Handler),
     route("POST", "/v1/auth/totp/disable", Signed, None, Handler),
     route("POST", "/v1/auth/password", Signed, None, Handler),
+    // Web Push for the caller's own browsers (`routes::push`).
+    route("GET", "/v1/push/key", Signed, None, Nothing),
+    route(
+        "POST",
+        "/v1/push/subscriptions",
+        Signed,
+        None,
+        Action("push.subscribe"),
+    ),
+    route(
+        "DELETE",
+        "/v1/push/subscriptions",
+        Signed,
+        None,
+        Action("push.unsubscribe"),
+    ),
     route(
         "GET",
         "/v1/users",
@@ -216,6 +245,41 @@ pub const ROUTES: &[RoutePolicy] = &[
         None,
         Action("node.cordon"),
     ),
+    route(
+        "POST",
+        "/v1/nodes/tokens",
+        Access::Scope(Scope::NodesAdmin),
+        None,
+        Handler,
+    ),
+    route(
+        "GET",
+        "/v1/nodes/tokens",
+        Access::Scope(Scope::NodesAdmin),
+        None,
+        Nothing,
+    ),
+    route(
+        "DELETE",
+        "/v1/nodes/tokens/{id}",
+        Access::Scope(Scope::NodesAdmin),
+        None,
+        Handler,
+    ),
+    route(
+        "GET",
+        "/v1/nodes/credentials",
+        Access::Scope(Scope::NodesAdmin),
+        None,
+        Nothing,
+    ),
+    route(
+        "POST",
+        "/v1/nodes/{name}/revoke-credentials",
+        Access::Scope(Scope::NodesAdmin),
+        None,
+        Handler,
+    ),
 ];
 
 /// The policy of the route `path` (as registered) answers for `method`.
@@ -311,6 +375,7 @@ mod tests {
                 || route.path.starts_with("/v1/auth/refresh")
                 || route.path == "/v1/auth/device"
                 || route.path == "/v1/auth/device/token"
+                || route.path == "/v1/openapi.json"
                 || !route.path.starts_with("/v1/");
             assert_eq!(route.access == Access::Public, public, "{route:?}");
             if route.method != "GET" {

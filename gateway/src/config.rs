@@ -37,6 +37,11 @@ pub struct GatewayConfig {
     /// Address the HTTP server binds. Behind a load balancer or on a LAN: `0.0.0.0:8080`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Serve the API over HTTPS (WebSockets over WSS) with these certificate files.
+    /// Without `[tls]` the API is plain HTTP: fine on loopback or behind a proxy that
+    /// terminates TLS; the gateway warns when it listens anywhere else without it.
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
     #[serde(default)]
     pub nats: NatsSettings,
     /// Must be the same in every service of one paddock.
@@ -73,13 +78,33 @@ pub struct GatewayConfig {
     /// Per-user quotas (unlimited when unset).
     #[serde(default)]
     pub quotas: crate::quotas::QuotaConfig,
+    /// Jobs that require labels (`[routing]`): what happens when no node matches.
+    #[serde(default)]
+    pub routing: crate::routing::RoutingConfig,
     /// Where Prometheus scrapes `/metrics` (with `/healthz` and `/readyz`), apart from
-    /// the public API: `127.0.0.1:9470` in `ops/prometheus`. None: not served.
+    /// the public API: `127.0.0.1:9470` in `ops/prometheus`. None: not served. Always
+    /// plain HTTP, even with `[tls]`: keep it on loopback or a private network.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
     /// An OTLP/HTTP collector for traces (`http://127.0.0.1:4318`); none: not exported.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// Web Push notifications to signed-in users' browsers (`[push]`, see
+    /// [`crate::push::PushSettings`]); on by default.
+    #[serde(default)]
+    pub push: crate::push::PushSettings,
+}
+
+/// The API listener's certificate and key, PEM files read at start (and again on
+/// SIGHUP, so a renewed certificate needs no restart).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The server certificate, followed by any intermediate certificates (the chain).
+    pub cert_file: PathBuf,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1). Readable only by the
+    /// gateway's user.
+    pub key_file: PathBuf,
 }
 
 /// A static service token and the user it acts as. `Debug` never shows the token.
@@ -338,6 +363,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             listen: default_listen(),
+            tls: None,
             nats: NatsSettings::default(),
             streams: StreamSettings::default(),
             database_url: String::new(),
@@ -349,8 +375,10 @@ impl Default for GatewayConfig {
             max_prompt_bytes: default_max_prompt_bytes(),
             max_body_bytes: default_max_body_bytes(),
             quotas: Default::default(),
+            routing: Default::default(),
             metrics_listen: None,
             otlp_endpoint: None,
+            push: Default::default(),
         }
     }
 }
@@ -410,6 +438,25 @@ impl GatewayConfig {
             ));
         }
         self.validate_auth()?;
+        if let Some((key, problem)) = self.push.problem() {
+            return Err(invalid(key, problem));
+        }
+        if let Some(problem) = self.nats.problems("nats").into_iter().next() {
+            let (key, detail) = problem
+                .split_once(": ")
+                .unwrap_or(("nats", problem.as_str()));
+            return Err(invalid(key, detail));
+        }
+        if let Some(tls) = &self.tls {
+            for (key, path) in [
+                ("tls.cert_file", &tls.cert_file),
+                ("tls.key_file", &tls.key_file),
+            ] {
+                if path.as_os_str().is_empty() {
+                    return Err(invalid(key, "is empty"));
+                }
+            }
+        }
         let mut tokens = HashSet::new();
         for (i, entry) in self.api_tokens.iter().enumerate() {
             if entry.user.trim().is_empty() || entry.user.chars().any(char::is_control) {
@@ -726,6 +773,27 @@ mod tests {
             let message = error_of(toml);
             assert!(message.contains(key), "expected {key} in {message:?}");
         }
+    }
+
+    #[test]
+    fn a_tls_section_names_both_files() {
+        let config = parse(&format!(
+            "{GOOD}\n[tls]\ncert_file = \"/etc/paddock/chain.pem\"\nkey_file = \"/etc/paddock/key.pem\""
+        ))
+        .expect("valid");
+        let tls = config.tls.expect("the [tls] section");
+        assert_eq!(tls.cert_file, PathBuf::from("/etc/paddock/chain.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("/etc/paddock/key.pem"));
+        assert!(
+            parse(GOOD).expect("valid").tls.is_none(),
+            "plain HTTP by default"
+        );
+        let message = error_of(&format!(
+            "{GOOD}\n[tls]\ncert_file = \"\"\nkey_file = \"/k.pem\""
+        ));
+        assert!(message.contains("tls.cert_file"), "{message}");
+        let message = error_of(&format!("{GOOD}\n[tls]\ncert_file = \"/c.pem\""));
+        assert!(message.contains("key_file"), "{message}");
     }
 
     #[test]

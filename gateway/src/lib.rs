@@ -10,7 +10,10 @@
 //! see), [`limits`] (rate limits), [`audit`] (the audit log's entries), [`routes`] (the HTTP surface, one file per concern), [`ws`] (live
 //! events), [`validate`] (checks on submissions), [`error`] (every failure's code and
 //! status), [`extract`] (request parsing with those errors), [`state`] (what handlers
-//! share). The wire types are `paddock_contract::api`; NATS plumbing is `paddock_bus`;
+//! share), [`tls`] (HTTPS on the API listener), [`routing`] (where a job is queued),
+//! [`openapi`] (the API's description), [`push`] (Web Push), [`web`] (the embedded
+//! web app). The wire types are
+//! `paddock_contract::api`; NATS plumbing is `paddock_bus`;
 //! the ledger is `paddock_ledger`.
 
 pub mod access;
@@ -22,10 +25,15 @@ pub mod error;
 pub mod extract;
 pub mod jwt;
 pub mod limits;
+pub mod openapi;
+pub mod push;
 pub mod quotas;
 pub mod routes;
+pub mod routing;
 pub mod state;
+pub mod tls;
 pub mod validate;
+pub mod web;
 pub mod ws;
 
 pub use config::{ApiToken, ConfigOverrides, GatewayConfig, ProjectConfig};
@@ -43,13 +51,16 @@ use tokio_util::task::TaskTracker;
 const SESSION_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then stops accepting,
-/// finishes requests in flight, closes WebSockets and returns.
+/// finishes requests in flight, closes WebSockets and returns. With `[tls]` the
+/// listener speaks HTTPS only (HTTP/2 or HTTP/1.1 by ALPN; WebSockets over HTTP/1.1).
 pub async fn run(
     listener: tokio::net::TcpListener,
     config: GatewayConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    // Unusable certificate files stop the start before anything connects.
+    let server_tls = config.tls.as_ref().map(tls::ServerTls::load).transpose()?;
     let (state, registry) = tokio::select! {
         state = connect(config, shutdown.clone()) => state?,
         () = shutdown.cancelled() => return Ok(()),
@@ -58,18 +69,49 @@ pub async fn run(
     let address = listener
         .local_addr()
         .context("reading the listener's address")?;
-    tracing::info!(%address, "gateway listening");
     let forgetting = tokio::spawn(forget_idle_limits(state.clone(), shutdown.clone()));
+    push::start(&state)?;
+    // The client's address (`ConnectInfo`) is what rate limits and the audit log use.
     let app =
         routes::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Small WebSocket frames must not wait for the client's delayed ACK (Nagle).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("serving HTTP")?;
+    let stopped = shutdown.clone().cancelled_owned();
+    match server_tls {
+        Some(server_tls) => {
+            tracing::info!(%address, "gateway listening (HTTPS)");
+            #[cfg(unix)]
+            tokio::spawn(tls::reload_on_hangup(server_tls.clone(), shutdown.clone()));
+            // TCP_NODELAY is set before each handshake. The no-op tap is what gives
+            // axum the connection's `SocketAddr` for any listener type.
+            let listener = axum::serve::ListenerExt::tap_io(
+                tls::TlsListener::new(listener, server_tls)
+                    .context("reading the listener's address")?,
+                |_| {},
+            );
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+                .context("serving HTTPS")?;
+        }
+        None => {
+            if !address.ip().is_loopback() {
+                tracing::warn!(
+                    %address,
+                    "serving plain HTTP on an address other machines can reach: tokens and \
+                     prompts cross the network readable; set [tls] cert_file and key_file, or \
+                     put a proxy that terminates TLS in front"
+                );
+            }
+            tracing::info!(%address, "gateway listening (plain HTTP)");
+            // Small WebSocket frames must not wait for the client's delayed ACK (Nagle).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+                .context("serving HTTP")?;
+        }
+    }
     forgetting.abort();
     state.sessions().close();
     if tokio::time::timeout(SESSION_GRACE, state.sessions().wait())

@@ -1,7 +1,7 @@
 //! The state every handler shares: the validated config, the authenticator (accounts,
 //! token keys, rate limits), the NATS client and JetStream context, the event log,
-//! the ledger, and the tracker and token that let WebSocket sessions (which outlive
-//! their HTTP request) stop on shutdown.
+//! the ledger, the tracker and token that let WebSocket sessions (which outlive
+//! their HTTP request) stop on shutdown, and the Web Push key.
 //! Cheap to clone; holds nothing per request, so several gateways can run side by side.
 
 use crate::auth::Authenticator;
@@ -28,6 +28,9 @@ struct Inner {
     sessions: TaskTracker,
     shutdown: CancellationToken,
     metrics: paddock_telemetry::GatewayMetrics,
+    /// The VAPID key of Web Push, set once by `crate::push::start` (never with
+    /// `push.enabled = false`).
+    push_key: std::sync::OnceLock<Arc<crate::push::VapidKey>>,
 }
 
 /// Everything [`AppState::new`] takes, named.
@@ -57,6 +60,7 @@ impl AppState {
                 sessions: parts.sessions,
                 shutdown: parts.shutdown,
                 metrics: parts.metrics,
+                push_key: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -97,5 +101,15 @@ impl AppState {
 
     pub fn metrics(&self) -> &paddock_telemetry::GatewayMetrics {
         &self.inner.metrics
+    }
+
+    /// The Web Push VAPID key; `None` while push notifications are off.
+    pub fn push_key(&self) -> Option<&Arc<crate::push::VapidKey>> {
+        self.inner.push_key.get()
+    }
+
+    /// Sets the Web Push key (once; a second call changes nothing).
+    pub(crate) fn set_push_key(&self, key: Arc<crate::push::VapidKey>) {
+        let _ = self.inner.push_key.set(key);
     }
 }

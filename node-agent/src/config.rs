@@ -2,6 +2,8 @@
 //! `PADDOCK_NODE_*` environment variables (nested keys with `__`, e.g.
 //! `PADDOCK_NODE_NATS__URL`), then command-line flags; validated at start with
 //! messages that name the bad key. Defaults run one node on one machine.
+//! `paddock-node join` writes a first config (name, pool, labels, `[nats]` with the
+//! node's own nkey seed file) from the coordinator's answer (`crate::join`).
 
 use anyhow::{Context, bail};
 use figment::Figment;
@@ -70,6 +72,74 @@ pub struct NodeConfig {
     pub otlp_endpoint: Option<String>,
     /// Log JSON lines instead of text.
     pub log_json: bool,
+    /// The control plane's actor cluster (`[cluster]`): off unless
+    /// `cluster.coordinator` is set.
+    pub cluster: ClusterConfig,
+}
+
+/// How the node joins the coordinator's actor cluster (ractor_cluster): a fast path
+/// for drain and cordon, and membership the coordinator can see. Without it the node
+/// works as well, through NATS alone. Production: `coordinator = "coordinator:9473"`,
+/// `secret_file` (mode 0600) and `ca_file`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The coordinator's node server, `host:port`.
+    pub coordinator: Option<String>,
+    /// A file readable by its owner only holding the cluster secret. Never logged.
+    pub secret_file: Option<PathBuf>,
+    /// The CA certificate (PEM) the coordinator's certificate is checked against.
+    pub ca_file: Option<PathBuf>,
+    /// The name the coordinator's certificate must carry; the host of `coordinator`
+    /// when not set.
+    pub server_name: Option<String>,
+    /// Join over plain TCP instead of TLS: only to a loopback address.
+    pub insecure_loopback: bool,
+}
+
+impl ClusterConfig {
+    /// The coordinator's host and port, when the actor cluster is on.
+    pub fn coordinator_address(&self) -> anyhow::Result<Option<(String, u16)>> {
+        let Some(address) = self.coordinator.as_deref() else {
+            return Ok(None);
+        };
+        let parsed = address.rsplit_once(':').and_then(|(host, port)| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some((host.to_string(), port.parse::<u16>().ok()?)).filter(|(h, _)| !h.is_empty())
+        });
+        match parsed {
+            Some(found) => Ok(Some(found)),
+            None => bail!("cluster.coordinator: {address:?} is not host:port"),
+        }
+    }
+
+    /// Checks what serde cannot; names the key at fault.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let Some((host, _)) = self.coordinator_address()? else {
+            return Ok(());
+        };
+        if self.secret_file.is_none() {
+            bail!("cluster.secret_file: required with cluster.coordinator");
+        }
+        if self.ca_file.is_none() {
+            if !self.insecure_loopback {
+                bail!(
+                    "cluster.ca_file: the actor cluster needs TLS (the CA of the coordinator's certificate); \
+                     plain TCP only with cluster.insecure_loopback = true to a loopback address"
+                );
+            }
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                bail!(
+                    "cluster.insecure_loopback: plain TCP only to a loopback address, not to {host}; set cluster.ca_file"
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where the node's metrics are scraped by default (`ops/prometheus/prometheus.yml`).
@@ -145,6 +215,7 @@ impl Default for NodeConfig {
             metrics_listen: DEFAULT_METRICS_LISTEN,
             otlp_endpoint: None,
             log_json: false,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -210,6 +281,9 @@ impl NodeConfig {
         if self.slots == 0 {
             bail!("slots: must be at least 1");
         }
+        if let Some(problem) = self.nats.problems("nats").into_iter().next() {
+            bail!("{problem}");
+        }
         if self.heartbeat_interval_secs == 0
             || self.heartbeat_ttl_secs < 2 * self.heartbeat_interval_secs
         {
@@ -232,6 +306,7 @@ impl NodeConfig {
         {
             bail!("otlp_endpoint: {endpoint:?} must be an http:// or https:// URL");
         }
+        self.cluster.validate()?;
         let mut names = std::collections::BTreeSet::new();
         for (i, project) in self.projects.iter().enumerate() {
             if !names.insert(project.name.as_str()) {
@@ -390,6 +465,69 @@ mod tests {
             .expect_err("must be refused")
             .to_string();
         assert!(err.contains("metrics_listen"), "{err}");
+    }
+
+    #[test]
+    fn the_actor_cluster_needs_tls_or_plain_tcp_to_loopback_by_choice() {
+        let check = |cluster: ClusterConfig| {
+            let mut config = NodeConfig::default();
+            config.agent.anthropic_api_key = Some("k".into());
+            config.cluster = cluster;
+            config.validate().map_err(|e| e.to_string())
+        };
+        check(ClusterConfig::default()).expect("off by default");
+        let coordinator = |address: &str| Some(address.to_string());
+        let refused = |cluster: ClusterConfig, key: &str| {
+            let message = check(cluster).expect_err("refused");
+            assert!(message.contains(key), "{key} missing from: {message}");
+        };
+        refused(
+            ClusterConfig {
+                coordinator: coordinator("coordinator"),
+                ..ClusterConfig::default()
+            },
+            "cluster.coordinator",
+        );
+        refused(
+            ClusterConfig {
+                coordinator: coordinator("127.0.0.1:9473"),
+                ..ClusterConfig::default()
+            },
+            "cluster.secret_file",
+        );
+        refused(
+            ClusterConfig {
+                coordinator: coordinator("127.0.0.1:9473"),
+                secret_file: Some("secret".into()),
+                ..ClusterConfig::default()
+            },
+            "cluster.ca_file",
+        );
+        refused(
+            ClusterConfig {
+                coordinator: coordinator("coordinator.lan:9473"),
+                secret_file: Some("secret".into()),
+                insecure_loopback: true,
+                ..ClusterConfig::default()
+            },
+            "cluster.insecure_loopback",
+        );
+        for loopback in ["127.0.0.1:9473", "localhost:9473", "[::1]:9473"] {
+            check(ClusterConfig {
+                coordinator: coordinator(loopback),
+                secret_file: Some("secret".into()),
+                insecure_loopback: true,
+                ..ClusterConfig::default()
+            })
+            .unwrap_or_else(|e| panic!("{loopback}: {e}"));
+        }
+        check(ClusterConfig {
+            coordinator: coordinator("coordinator.lan:9473"),
+            secret_file: Some("secret".into()),
+            ca_file: Some("ca.pem".into()),
+            ..ClusterConfig::default()
+        })
+        .expect("TLS anywhere");
     }
 
     #[test]

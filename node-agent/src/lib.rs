@@ -8,7 +8,10 @@
 //! state, its NATS connection), `/healthz` and `/readyz` (NATS connected; the sandbox
 //! back end joins through [`sandbox_readiness_check`]) until the node has stopped.
 
+pub mod cluster;
 pub mod config;
+pub mod join;
+pub mod labels;
 pub mod nats_ports;
 pub mod sandboxing;
 pub mod service;
@@ -19,6 +22,7 @@ use nats_ports::{ConsumerFeed, NodeFeed, NodePorts, StateGauge};
 use paddock_actors::agent::AgentLaunch;
 use paddock_actors::heartbeat::HeartbeatSettings;
 use paddock_actors::{NodeArgs, NodeMsg, NodeStatus, NodeSupervisor, ProjectRoot, SessionSettings};
+use paddock_telemetry::metrics::ClusterLinkMetrics;
 use paddock_telemetry::{
     ClaimSpans, NatsMetrics, NodeMetrics, Readiness, ReadinessCheck, checks, new_registry,
 };
@@ -38,6 +42,9 @@ pub struct Shutdown {
 /// Runs the node agent until `shutdown`.
 pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     config.validate()?;
+    // Both of rustls' crypto back ends are compiled in (ractor_cluster brings the
+    // second): name the one used where nothing else chooses.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let env = config.agent_env()?;
     let home = absolute(&config.agent.home)?;
     std::fs::create_dir_all(&home)
@@ -62,6 +69,7 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let metrics_registry = new_registry("paddock-node")?;
     let metrics = NodeMetrics::register(&metrics_registry, &config.name)?;
     NatsMetrics::register(&metrics_registry, client.clone())?;
+    let cluster_metrics = ClusterLinkMetrics::register(&metrics_registry)?;
     metrics.set_slots(config.slots);
     let state_gauge = StateGauge::new(metrics.clone());
     // Stopped when `run` returns, whichever way: after the supervisor has stopped.
@@ -87,6 +95,22 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     )
     .await?;
     registry.ensure_known(&config.name).await?;
+    // Jobs that require labels: claimed from every selector this node matches.
+    let selector_feeds = labels::SelectorFeeds::default();
+    let selector_stop = CancellationToken::new();
+    let _selector_guard = selector_stop.clone().drop_guard();
+    tokio::spawn(
+        labels::SelectorFollower {
+            js: js.clone(),
+            store: paddock_bus::SelectorStore::open(&js, config.streams.replicas).await?,
+            streams: config.streams.clone(),
+            node: config.name.clone(),
+            pool: config.pool.clone(),
+            labels: config.labels.clone(),
+            feeds: selector_feeds.clone(),
+        }
+        .run(selector_stop.clone()),
+    );
     let log = paddock_bus::EventLog::open(js.clone()).await?;
 
     let mut projects = std::collections::BTreeMap::new();
@@ -138,6 +162,7 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
                 node: config.name.clone(),
                 claims: claims.clone(),
             },
+            selectors: selector_feeds,
             pool: ConsumerFeed {
                 consumer: pool_consumer,
                 wait: Duration::from_secs(config.fetch_wait_secs.max(1)),
@@ -179,6 +204,8 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         let _ = supervisor.cast(NodeMsg::SetPaused(true));
     }
     tracing::info!(node = %config.name, pool = %config.pool, slots = config.slots, "node agent ready");
+    // The actor cluster's fast path, when configured; the node works without it.
+    let cluster_link = cluster::start(&config.cluster, &config.name, cluster_metrics).await?;
     // A change of the desired state nudges the heartbeat at once (the fast path; the
     // periodic tick reconciles anyway).
     let nudge = {
@@ -222,6 +249,10 @@ pub async fn run(config: NodeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     claim_stop.cancel();
     ping.abort();
     nudge.abort();
+    if let Some(link) = cluster_link {
+        link.stop().await;
+    }
+    selector_stop.cancel();
     supervisor.stop(None);
     let _ = tokio::time::timeout(Duration::from_secs(10), &mut handle).await;
     let _ = client.flush().await;

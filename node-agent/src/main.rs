@@ -33,6 +33,9 @@ struct Flags {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
+    /// Join the paddock with a join token: writes this node's config and its own
+    /// NATS credential.
+    Join(paddock_node::join::JoinArgs),
     /// The node agent as a system service (systemd on Linux, launchd on macOS).
     Service {
         #[command(subcommand)]
@@ -70,6 +73,19 @@ struct ServiceFlags {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
+    if let Some(Command::Join(args)) = &flags.command {
+        let joined = paddock_node::join::join(args).await?;
+        println!(
+            "joined the paddock as {} (pool {})\nconfig: {}\nNATS credential: {} (mode 0600)\n\
+             next: add [agent] and [[projects]] to the config, then run paddock-node --config {}",
+            joined.name,
+            joined.pool,
+            joined.config.display(),
+            joined.credential_file.display(),
+            joined.config.display()
+        );
+        return Ok(());
+    }
     if let Some(Command::Service { action }) = flags.command {
         let _telemetry = paddock_telemetry::init("paddock-node", None, false)?;
         return service(action);

@@ -1,6 +1,7 @@
 //! The shared test harness. Tests start real things through it: a current
 //! `nats-server` with JetStream on a free port and a temporary store (which a test can
-//! stop and start again), a fresh PostgreSQL database, the workspace's own binaries.
+//! stop and start again), a fresh PostgreSQL database, the workspace's own binaries,
+//! a double of a browser's Web Push service ([`push_service`]).
 //! Every handle stops its process and removes its temporary files on `Drop`, so a
 //! failing test leaves nothing behind. [`eventually`] is the one way to wait.
 
@@ -8,11 +9,13 @@ mod nats;
 mod nats_cluster;
 mod postgres;
 mod process;
+pub mod push_service;
 
 pub use nats::NatsServer;
 pub use nats_cluster::NatsCluster;
 pub use postgres::PostgresDatabase;
 pub use process::{ChildProcess, workspace_binary};
+pub use push_service::PushService;
 
 use std::future::Future;
 use std::path::PathBuf;

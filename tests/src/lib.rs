@@ -5,7 +5,7 @@
 //! a failing test prints each process's log.
 
 use futures::StreamExt;
-use paddock_cli::client::Client;
+use paddock_cli::client::{Client, Trust};
 use paddock_contract::api::{JobView, SubmitJob};
 use paddock_contract::{JobEvent, JobId, JobOptions};
 use paddock_testkit::{
@@ -30,6 +30,8 @@ pub struct ClusterOptions {
     pub slots: usize,
     /// TOML tables appended to the gateway's config (e.g. `[quotas]`).
     pub gateway_tables: String,
+    /// TOML keys added to the gateway's `[auth]` table (e.g. `access_token_ttl = "4s"`).
+    pub gateway_auth_keys: String,
     /// Top-level TOML keys put first in the node's config.
     pub node_keys: String,
     /// A short ack wait (with progress acks every second), so a lost node's job is
@@ -40,6 +42,15 @@ pub struct ClusterOptions {
     /// Run the agents in the sandbox (bubblewrap). Off by default: most tests are about
     /// other things, and `sandbox.rs` tests the sandboxed node on its own.
     pub sandbox: bool,
+    /// The gateway serves HTTPS only, with the development certificate `paddock up`
+    /// makes; `Cluster::url` is then `https://…` and `Cluster::ca_cert` its CA.
+    pub tls: bool,
+    /// An OTLP/HTTP collector the gateway, coordinator and nodes export spans to
+    /// (`otlp_endpoint`); the harness makes them send every 100 ms.
+    pub otlp_endpoint: Option<String>,
+    /// The control plane's actor cluster: the coordinator runs its node server and
+    /// every node joins it (off by default: nodes work through NATS alone).
+    pub actor_cluster: ActorCluster,
 }
 
 impl Default for ClusterOptions {
@@ -49,12 +60,78 @@ impl Default for ClusterOptions {
             database_url: None,
             slots: 2,
             gateway_tables: String::new(),
+            gateway_auth_keys: String::new(),
             node_keys: String::new(),
             ack_wait_secs: None,
             nats_cluster: false,
             sandbox: false,
+            tls: false,
+            otlp_endpoint: None,
+            actor_cluster: ActorCluster::Off,
         }
     }
+}
+
+/// How the coordinator's actor cluster (ractor_cluster) is set up in a test cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ActorCluster {
+    #[default]
+    Off,
+    /// Plain TCP on loopback (`insecure_loopback = true`).
+    Loopback,
+    /// TLS with a certificate made for the test, nodes trusting its CA.
+    Tls,
+}
+
+/// The cluster secret of the test clusters' actor cluster.
+pub const CLUSTER_SECRET: &str = "actor cluster secret of the tests";
+
+/// Writes `secret` into `path`, readable by its owner only.
+pub fn write_secret_file(path: &Path, secret: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    write(path, secret);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// The `[cluster]` tables of the coordinator and of the nodes, their files written.
+struct ActorClusterTables {
+    port: u16,
+    coordinator: String,
+    node: String,
+}
+
+fn actor_cluster_tables(mode: ActorCluster, dir: &Path) -> Option<ActorClusterTables> {
+    let quote = |p: &Path| serde_json::to_string(&p.display().to_string()).unwrap_or_default();
+    let port = free_port();
+    let secret_file = dir.join("cluster-secret");
+    let mut coordinator = format!("[cluster]\nlisten = \"127.0.0.1:{port}\"\n");
+    let mut node = format!("[cluster]\ncoordinator = \"127.0.0.1:{port}\"\n");
+    match mode {
+        ActorCluster::Off => return None,
+        ActorCluster::Loopback => {
+            coordinator.push_str("insecure_loopback = true\n");
+            node.push_str("insecure_loopback = true\n");
+        }
+        ActorCluster::Tls => {
+            let certificate = paddock_cli::dev_cert::ensure(&dir.join("cluster-tls"), &[])
+                .unwrap_or_else(|e| panic!("cluster certificate: {e:#}"));
+            coordinator.push_str(&format!(
+                "cert_file = {}\nkey_file = {}\n",
+                quote(&certificate.cert_file),
+                quote(&certificate.key_file)
+            ));
+            node.push_str(&format!("ca_file = {}\n", quote(&certificate.ca_file)));
+        }
+    }
+    write_secret_file(&secret_file, CLUSTER_SECRET);
+    coordinator.push_str(&format!("secret_file = {}\n", quote(&secret_file)));
+    node.push_str(&format!("secret_file = {}\n", quote(&secret_file)));
+    Some(ActorClusterTables {
+        port,
+        coordinator,
+        node,
+    })
 }
 
 pub const TOKEN: &str = "test-token-0123456789";
@@ -64,6 +141,8 @@ pub const ADMIN_PASSWORD: &str = "cluster admin password";
 
 pub struct Cluster {
     pub url: String,
+    /// The CA certificate clients must trust, with `ClusterOptions::tls`.
+    pub ca_cert: Option<PathBuf>,
     pub client: Client,
     pub project_dir: PathBuf,
     /// The NATS server, or the three-server cluster with `nats_cluster`.
@@ -75,11 +154,25 @@ pub struct Cluster {
     /// Ports of the coordinator's and the first node's `/metrics`, `/healthz`, `/readyz`.
     pub coordinator_metrics_port: u16,
     pub node_metrics_port: u16,
+    /// Port of the gateway's `/metrics` (its `metrics_listen`).
+    pub gateway_metrics_port: u16,
     pub double: Option<ChildProcess>,
     /// Nodes started with [`Cluster::add_node`].
     pub extra_nodes: Vec<ChildProcess>,
+    /// Ports of their `/metrics`, in the same order.
+    pub extra_node_metrics_ports: Vec<u16>,
+    /// Port of the coordinator's actor cluster node server, with `actor_cluster`.
+    pub coordinator_cluster_port: Option<u16>,
     template: NodeTemplate,
     dir: tempfile::TempDir,
+}
+
+/// A gateway started with [`Cluster::start_another_gateway`]; stopped on drop.
+pub struct ExtraGateway {
+    pub process: ChildProcess,
+    pub url: String,
+    /// Port of its `/metrics`.
+    pub metrics_port: u16,
 }
 
 /// How every node of a test cluster is configured.
@@ -94,6 +187,11 @@ struct NodeTemplate {
     base_url: Option<String>,
     project_dir: PathBuf,
     dir: PathBuf,
+    /// The node's `[cluster]` table (empty: no actor cluster).
+    cluster_table: String,
+    /// Labels the node carries besides `machine = <name>`, as inline-table entries
+    /// (`, xcode = "16"`).
+    extra_labels: String,
 }
 
 impl NodeTemplate {
@@ -113,8 +211,9 @@ impl NodeTemplate {
         config.push_str(&format!(
             "name = \"{name}\"\nslots = {slots}\nkill_grace_secs = 2\nshutdown_grace_secs = 2\nfetch_wait_secs = 1\n\
              max_restarts = 2\nrestart_backoff_ms = 50\nmax_restart_backoff_ms = 200\nfault_injection = true\n\
-             labels = {{ machine = \"{name}\" }}\n\
+             labels = {{ machine = \"{name}\"{} }}\n\
              [nats]\nurl = {}\n[agent]\nprogram = {}\nhome = {}\nanthropic_api_key = \"test-key\"\n",
+            self.extra_labels,
             quote(&self.nats_url),
             quote(&self.program.display().to_string()),
             quote(&self.dir.join(format!("agent-home-{name}")).display().to_string()),
@@ -145,6 +244,7 @@ impl NodeTemplate {
             "[[projects]]\nname = \"{PROJECT}\"\npath = {}\n",
             quote(&self.project_dir.display().to_string())
         ));
+        config.push_str(&self.cluster_table);
         let file = self.dir.join(format!("{name}.toml"));
         write(&file, &config);
         (file, metrics_port)
@@ -190,12 +290,18 @@ impl Cluster {
             Agent::Fake => (workspace_binary("paddock-fake-agent"), None, None),
         };
 
+        // A top-level key of every binary's config.
+        let otlp = options
+            .otlp_endpoint
+            .as_deref()
+            .map(|endpoint| format!("otlp_endpoint = {}\n", quote(endpoint)))
+            .unwrap_or_default();
         let coordinator_file = dir.path().join("coordinator.toml");
         let coordinator_metrics_port = free_port();
         write(
             &coordinator_file,
             &format!(
-                "database_url = {}\nmetrics_listen = \"127.0.0.1:{coordinator_metrics_port}\"\n\
+                "database_url = {}\nmetrics_listen = \"127.0.0.1:{coordinator_metrics_port}\"\n{otlp}\
                  [nats]\nurl = {}\n{streams}\
                  [ledger_writer]\nack_wait = \"3s\"\ngap_wait = \"5s\"\n",
                 quote(&database_url),
@@ -203,6 +309,7 @@ impl Cluster {
             ),
         );
         let port = free_port();
+        let gateway_metrics_port = free_port();
         // The first admin, for tests that sign in (`paddock login`).
         let admin_password_file = dir.path().join("admin-password");
         write(&admin_password_file, ADMIN_PASSWORD);
@@ -210,9 +317,11 @@ impl Cluster {
         write(
             &gateway_file,
             &format!(
-                "listen = \"127.0.0.1:{port}\"\ndatabase_url = {}\ndata_dir = {}\n[nats]\nurl = {}\n\
+                "listen = \"127.0.0.1:{port}\"\ndatabase_url = {}\ndata_dir = {}\n\
+                 metrics_listen = \"127.0.0.1:{gateway_metrics_port}\"\n{otlp}[nats]\nurl = {}\n\
                  [auth]\nadmin_password_file = {}\n\
                  password_cost = {{ memory_kib = 8, iterations = 1, parallelism = 1 }}\n\
+                 {auth_keys}\n\
                  [[api_tokens]]\nuser = \"alice\"\ntoken = \"{TOKEN}\"\n\
                  scopes = [\"jobs:read\", \"jobs:submit\", \"tools:approve\", \"nodes:admin\"]\n\
                  [[api_tokens]]\nuser = \"bob\"\ntoken = \"bob-token-0123456789\"\n\
@@ -221,6 +330,7 @@ impl Cluster {
                 quote(&dir.path().join("gateway").display().to_string()),
                 quote(&nats_url),
                 quote(&admin_password_file.display().to_string()),
+                auth_keys = options.gateway_auth_keys,
             ),
         );
         let gateway_text = std::fs::read_to_string(&gateway_file).unwrap_or_default();
@@ -228,8 +338,27 @@ impl Cluster {
             &gateway_file,
             &format!("{gateway_text}\n{}\n", options.gateway_tables),
         );
+        let ca_cert = options.tls.then(|| {
+            let certificate = paddock_cli::dev_cert::ensure(&dir.path().join("tls"), &[])
+                .unwrap_or_else(|e| panic!("development certificate: {e:#}"));
+            let gateway_text = std::fs::read_to_string(&gateway_file).unwrap_or_default();
+            write(
+                &gateway_file,
+                &format!(
+                    "{gateway_text}\n[tls]\ncert_file = {}\nkey_file = {}\n",
+                    quote(&certificate.cert_file.display().to_string()),
+                    quote(&certificate.key_file.display().to_string())
+                ),
+            );
+            certificate.ca_file
+        });
+        let actor_cluster = actor_cluster_tables(options.actor_cluster, dir.path());
+        if let Some(tables) = &actor_cluster {
+            let text = std::fs::read_to_string(&coordinator_file).unwrap_or_default();
+            write(&coordinator_file, &format!("{text}{}", tables.coordinator));
+        }
         let template = NodeTemplate {
-            keys: options.node_keys.clone(),
+            keys: format!("{otlp}{}", options.node_keys),
             ack_wait_secs: options.ack_wait_secs,
             sandbox: options.sandbox,
             nats_url: nats_url.clone(),
@@ -238,19 +367,31 @@ impl Cluster {
             base_url: base_url.clone(),
             project_dir: project_dir.clone(),
             dir: dir.path().to_path_buf(),
+            cluster_table: actor_cluster
+                .as_ref()
+                .map(|tables| tables.node.clone())
+                .unwrap_or_default(),
+            extra_labels: String::new(),
         };
         let (node_file, node_metrics_port) = template.write("node-a", options.slots);
 
         let coordinator = start_binary("paddock-coordinator", &coordinator_file);
         let gateway = start_binary("paddock-gateway", &gateway_file);
         let node = start_binary("paddock-node", &node_file);
-        let url = format!("http://127.0.0.1:{port}");
-        let client = Client::new(&url, TOKEN).unwrap_or_else(|e| panic!("client: {e}"));
+        let scheme = if ca_cert.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let trust = Trust::new(ca_cert.as_deref()).unwrap_or_else(|e| panic!("trust: {e:#}"));
+        let http = trust
+            .http_client(None)
+            .unwrap_or_else(|e| panic!("http: {e:#}"));
+        let client =
+            Client::with_trust(&url, TOKEN, trust).unwrap_or_else(|e| panic!("client: {e}"));
         let ready = format!("{url}/readyz");
         eventually(Duration::from_secs(30), "the gateway to be ready", || {
-            let ready = ready.clone();
+            let (http, ready) = (http.clone(), ready.clone());
             async move {
-                reqwest::get(&ready)
+                http.get(&ready)
+                    .send()
                     .await
                     .ok()
                     .filter(|r| r.status().is_success())
@@ -260,6 +401,7 @@ impl Cluster {
         .await;
         Cluster {
             url,
+            ca_cert,
             client,
             project_dir,
             nats,
@@ -269,8 +411,11 @@ impl Cluster {
             node,
             coordinator_metrics_port,
             node_metrics_port,
+            gateway_metrics_port,
             double,
             extra_nodes: Vec::new(),
+            extra_node_metrics_ports: Vec::new(),
+            coordinator_cluster_port: actor_cluster.as_ref().map(|tables| tables.port),
             template,
             dir,
         }
@@ -285,10 +430,44 @@ impl Cluster {
         );
     }
 
+    /// Kills the coordinator (SIGKILL) and starts it again with the same config.
+    pub async fn kill_and_restart_coordinator(&mut self) {
+        self.coordinator.kill();
+        self.coordinator = start_binary(
+            "paddock-coordinator",
+            &self.dir.path().join("coordinator.toml"),
+        );
+    }
+
+    /// [`Cluster::add_node`] with its own `[cluster]` table (empty: no actor cluster).
+    pub async fn add_node_with_cluster_table(&mut self, name: &str, slots: usize, table: &str) {
+        let normal = std::mem::replace(&mut self.template.cluster_table, table.to_string());
+        self.add_node(name, slots).await;
+        self.template.cluster_table = normal;
+    }
+
+    /// [`Cluster::add_node`] carrying `labels` as well (`machine` is always its name).
+    pub async fn add_node_with_labels(
+        &mut self,
+        name: &str,
+        slots: usize,
+        labels: &[(&str, &str)],
+    ) {
+        let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let extra: String = labels
+            .iter()
+            .map(|(key, value)| format!(", {key} = {}", quote(value)))
+            .collect();
+        let normal = std::mem::replace(&mut self.template.extra_labels, extra);
+        self.add_node(name, slots).await;
+        self.template.extra_labels = normal;
+    }
+
     /// Starts another node agent (same pool and project) and waits for its heartbeat.
     pub async fn add_node(&mut self, name: &str, slots: usize) {
-        let (file, _) = self.template.write(name, slots);
+        let (file, metrics_port) = self.template.write(name, slots);
         self.extra_nodes.push(start_binary("paddock-node", &file));
+        self.extra_node_metrics_ports.push(metrics_port);
         let name = name.to_string();
         eventually(
             Duration::from_secs(20),
@@ -306,6 +485,58 @@ impl Cluster {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Starts another gateway with the first one's config (the same NATS, database,
+    /// data folder and keys, as several gateways behind a load balancer have) on
+    /// ports of its own, and waits until it is ready.
+    pub async fn start_another_gateway(&self) -> ExtraGateway {
+        let text = std::fs::read_to_string(self.dir.path().join("gateway.toml"))
+            .unwrap_or_else(|e| panic!("the gateway's config: {e}"));
+        let port = free_port();
+        let metrics_port = free_port();
+        let text: Vec<String> = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("listen = ") {
+                    format!("listen = \"127.0.0.1:{port}\"")
+                } else if line.starts_with("metrics_listen = ") {
+                    format!("metrics_listen = \"127.0.0.1:{metrics_port}\"")
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect();
+        let file = self.dir.path().join(format!("gateway-{port}.toml"));
+        write(&file, &text.join("\n"));
+        let process = start_binary("paddock-gateway", &file);
+        let scheme = if self.ca_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let http = Trust::new(self.ca_cert.as_deref())
+            .and_then(|trust| trust.http_client(None))
+            .unwrap_or_else(|e| panic!("http: {e:#}"));
+        let ready = format!("{url}/readyz");
+        eventually(
+            Duration::from_secs(30),
+            "the other gateway to be ready",
+            || {
+                let (http, ready) = (http.clone(), ready.clone());
+                async move {
+                    let response = http.get(&ready).send().await.ok()?;
+                    response.status().is_success().then_some(())
+                }
+            },
+        )
+        .await;
+        ExtraGateway {
+            process,
+            url,
+            metrics_port,
+        }
     }
 
     pub async fn submit(&self, prompt: &str, options: JobOptions) -> JobId {
@@ -374,7 +605,13 @@ fn write(path: &Path, text: &str) {
 
 fn start_binary(name: &str, config: &Path) -> ChildProcess {
     let mut command = Command::new(workspace_binary(name));
-    command.arg("--config").arg(config).env("RUST_LOG", "info");
+    // OTEL_BSP_SCHEDULE_DELAY: spans reach a test's collector within 100 ms (it
+    // matters only with `otlp_endpoint`).
+    command
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100");
     ChildProcess::spawn(name, command)
 }
 

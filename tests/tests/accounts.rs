@@ -146,3 +146,51 @@ async fn the_cli_signs_in_manages_users_and_signs_out() {
     let out = paddock(&cluster, &ada_config, &["jobs"]).await;
     assert!(text(&out).contains("not signed in"), "{}", text(&out));
 }
+
+/// A `paddock run` that outlives its access token keeps its live connection: the
+/// gateway warns before the token expires and the CLI answers on the same socket
+/// with a renewed one, so the socket is never closed for an expired token.
+#[tokio::test]
+async fn a_run_outliving_its_access_token_keeps_its_connection() {
+    let cluster = Cluster::start(ClusterOptions {
+        gateway_auth_keys: "access_token_ttl = \"4s\"".into(),
+        ..ClusterOptions::default()
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let config = home.path().join("admin");
+    let password = home.path().join("password");
+    std::fs::write(&password, ADMIN_PASSWORD).unwrap_or_else(|e| panic!("{e}"));
+    let login = paddock(
+        &cluster,
+        &config,
+        &[
+            "login",
+            "--user",
+            "admin",
+            "--password-file",
+            &password.display().to_string(),
+        ],
+    )
+    .await;
+    assert!(login.status.success(), "{}", text(&login));
+    // Three token lifetimes long.
+    let run = paddock(
+        &cluster,
+        &config,
+        &["run", "--project", "demo", "fake:sleep=12000 slow answer"],
+    )
+    .await;
+    assert!(run.status.success(), "{}", text(&run));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !stderr.contains("connection lost"),
+        "the socket was closed under the run:\n{}",
+        text(&run)
+    );
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("completed"),
+        "{}",
+        text(&run)
+    );
+}

@@ -11,8 +11,12 @@
 //! | `POST /v1/jobs/{id}/messages`, `…/approvals/{request_id}`, `…/interrupt` | [`session`] |
 //! | `GET /v1/ws` | [`crate::ws`] |
 //! | `GET /v1/nodes`, `POST /v1/nodes/{name}/drain`, `…/undrain`, `…/cordon` | [`nodes`] |
+//! | `/v1/nodes/tokens…`, `GET /v1/nodes/credentials`, `POST /v1/nodes/{name}/revoke-credentials` | [`node_tokens`] |
 //! | `/v1/auth/…`, `GET /.well-known/jwks.json` | [`auth`], [`auth_device`] |
 //! | `/v1/users…`, `GET /v1/audit` | [`auth_users`] |
+//! | `GET /v1/push/key`, `POST`/`DELETE /v1/push/subscriptions` | [`push`] |
+//! | `GET /v1/openapi.json` | [`crate::openapi`] (no token) |
+//! | `GET /`, the app's pages, `/sw.js`, `/manifest.webmanifest`, `/static/…` | [`crate::web`] (no token) |
 //!
 //! Who may call each route, its rate limit and its auditing are in
 //! [`crate::access::ROUTES`]; the `Caller` extractor applies them, and the
@@ -25,7 +29,9 @@ pub mod cancel;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod node_tokens;
 pub mod nodes;
+pub mod push;
 pub mod session;
 pub mod submit;
 
@@ -57,7 +63,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/nodes/{name}/drain", post(nodes::drain_node))
         .route("/v1/nodes/{name}/undrain", post(nodes::undrain_node))
         .route("/v1/nodes/{name}/cordon", post(nodes::cordon_node))
+        .route(
+            "/v1/nodes/tokens",
+            post(node_tokens::create_token).get(node_tokens::list_tokens),
+        )
+        .route("/v1/nodes/tokens/{id}", delete(node_tokens::revoke_token))
+        .route("/v1/nodes/credentials", get(node_tokens::list_credentials))
+        .route(
+            "/v1/nodes/{name}/revoke-credentials",
+            post(node_tokens::revoke_credentials),
+        )
         .route("/.well-known/jwks.json", get(auth::jwks))
+        .route("/v1/openapi.json", get(crate::openapi::document))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/refresh", post(auth::refresh))
         .route("/v1/auth/logout", post(auth::logout))
@@ -77,8 +94,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/users/{name}", patch(auth_users::update))
         .route("/v1/audit", get(auth_users::audit_log))
+        .route("/v1/push/key", get(push::public_key))
+        .route(
+            "/v1/push/subscriptions",
+            post(push::subscribe).delete(push::unsubscribe),
+        )
+        // The web app: its shell, pages, service worker and files (`crate::web`).
+        .merge(crate::web::router())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        // Innermost, so a panicking handler's 500 is audited and counted like any other.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            crate::error::panicked,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::audit::record_changes,
