@@ -64,7 +64,7 @@ pub fn ensure(dir: &Path, names: &[String]) -> anyhow::Result<DevCertificate> {
         let ca = ca_params(&key)?
             .self_signed(&key)
             .context("signing the CA certificate")?;
-        write_private(&ca_key_file, &key.serialize_pem())?;
+        crate::private_file::write(&ca_key_file, key.serialize_pem().as_bytes())?;
         write_public(&files.ca_file, &ca.pem())?;
         // Server certificates of an older CA would not verify against the new one.
         for stale in [&files.cert_file, &files.key_file] {
@@ -77,7 +77,7 @@ pub fn ensure(dir: &Path, names: &[String]) -> anyhow::Result<DevCertificate> {
         let server = server_params(names)?
             .signed_by(&key, &issuer)
             .context("signing the server certificate")?;
-        write_private(&files.key_file, &key.serialize_pem())?;
+        crate::private_file::write(&files.key_file, key.serialize_pem().as_bytes())?;
         write_public(&files.cert_file, &format!("{}{ca_pem}", server.pem()))?;
     }
     Ok(DevCertificate { new_ca, ..files })
@@ -158,22 +158,6 @@ fn validity(days: i64) -> anyhow::Result<(OffsetDateTime, OffsetDateTime)> {
 
 fn write_public(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -4,4 +4,5 @@
 
 pub mod client;
 pub mod dev_cert;
+pub mod private_file;
 pub mod render;

@@ -229,7 +229,7 @@ impl Store {
         create_private_dir(dir)?;
         let temporary = dir.join(format!(".credentials-{}.tmp", std::process::id()));
         let text = serde_json::to_string_pretty(self)?;
-        write_private(&temporary, text.as_bytes())?;
+        paddock_cli::private_file::write(&temporary, text.as_bytes())?;
         std::fs::rename(&temporary, Store::path(dir)).context("storing the sign-in")?;
         Ok(())
     }
@@ -243,22 +243,6 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", dir.display()))?;
     }
-    Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
     Ok(())
 }
 

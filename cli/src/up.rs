@@ -78,7 +78,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
         _ => {
             let token = format!("pdk_{}", uuid::Uuid::new_v4().simple());
-            write_private(&token_file, &token)?;
+            paddock_cli::private_file::write(&token_file, token.as_bytes())?;
             token
         }
     };
@@ -89,7 +89,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Ok(password) if !password.trim().is_empty() => password.trim().to_string(),
         _ => {
             let password = uuid::Uuid::new_v4().simple().to_string();
-            write_private(&password_file, &password)?;
+            paddock_cli::private_file::write(&password_file, password.as_bytes())?;
             password
         }
     };
@@ -267,7 +267,7 @@ async fn start_all(
         ));
     }
     let gateway_file = config_dir.join("gateway.toml");
-    write_private(&gateway_file, &gateway)?;
+    paddock_cli::private_file::write(&gateway_file, gateway.as_bytes())?;
     let node_file = config_dir.join("node.toml");
     std::fs::write(&node_file, node)?;
 
@@ -429,18 +429,4 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     } else {
         std::env::current_dir()?.join(path)
     })
-}
-
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
 }

@@ -383,43 +383,75 @@ impl TokenKeys {
     }
 }
 
-fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    pem_decode(&text).map_err(|problem| KeyError::Format {
-        path: path.to_path_buf(),
-        problem,
-    })
+/// The errors of one kind of key file, so that each kind names itself in messages.
+pub trait KeyFileError: Sized {
+    fn read(path: &Path, source: std::io::Error) -> Self;
+    fn write(path: &Path, source: std::io::Error) -> Self;
+    fn format(path: &Path, problem: String) -> Self;
 }
 
-/// Reads the key, or creates it: written to a temporary file in the same folder and
-/// linked into place only if no other process made one meanwhile, so two gateways
-/// starting at once end up with the same key.
+impl KeyFileError for KeyError {
+    fn read(path: &Path, source: std::io::Error) -> Self {
+        KeyError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    fn write(path: &Path, source: std::io::Error) -> Self {
+        KeyError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    fn format(path: &Path, problem: String) -> Self {
+        KeyError::Format {
+            path: path.to_path_buf(),
+            problem,
+        }
+    }
+}
+
+fn read_key(path: &Path) -> Result<Vec<u8>, KeyError> {
+    read_pkcs8_file(path)
+}
+
 fn read_or_generate(path: &Path) -> Result<Vec<u8>, KeyError> {
+    read_or_generate_pkcs8_file(path, "JWT signing key", generate_pkcs8)
+}
+
+/// The DER of the PKCS#8 PEM key in `path`.
+pub fn read_pkcs8_file<E: KeyFileError>(path: &Path) -> Result<Vec<u8>, E> {
+    let text = std::fs::read_to_string(path).map_err(|source| E::read(path, source))?;
+    pem_decode(&text).map_err(|problem| E::format(path, problem))
+}
+
+/// Reads the key, or creates it with `generate`: written to a temporary file in the
+/// same folder and linked into place only if no other process made one meanwhile, so
+/// two gateways starting at once end up with the same key.
+pub fn read_or_generate_pkcs8_file<E: KeyFileError>(
+    path: &Path,
+    what: &str,
+    generate: impl FnOnce() -> Result<Vec<u8>, E>,
+) -> Result<Vec<u8>, E> {
     if path.exists() {
-        return read_key(path);
+        return read_pkcs8_file(path);
     }
-    let write_error = |source| KeyError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
     if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
-        std::fs::create_dir_all(folder).map_err(write_error)?;
+        std::fs::create_dir_all(folder).map_err(|source| E::write(path, source))?;
     }
-    let der = generate_pkcs8()?;
+    let der = generate()?;
     let temporary = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
-    write_private(&temporary, pem_encode(&der).as_bytes()).map_err(write_error)?;
+    write_private(&temporary, pem_encode(&der).as_bytes())
+        .map_err(|source| E::write(path, source))?;
     let linked = std::fs::hard_link(&temporary, path);
     let _ = std::fs::remove_file(&temporary);
     match linked {
         Ok(()) => {
-            tracing::info!(path = %path.display(), "generated a new JWT signing key");
+            tracing::info!(path = %path.display(), "generated a new {what}");
             Ok(der)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key(path),
-        Err(e) => Err(write_error(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_pkcs8_file(path),
+        Err(e) => Err(E::write(path, e)),
     }
 }
 

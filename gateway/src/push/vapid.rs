@@ -14,7 +14,7 @@
 //! gateway's crypto); `jsonwebtoken`'s process-wide provider here signs EdDSA only
 //! (see `crate::jwt`).
 
-use crate::jwt::{pem_decode, pem_encode, write_private};
+use crate::jwt::{KeyFileError, read_or_generate_pkcs8_file};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
@@ -132,44 +132,30 @@ impl VapidKey {
     }
 }
 
-fn read_key(path: &Path) -> Result<Vec<u8>, VapidError> {
-    let text = std::fs::read_to_string(path).map_err(|source| VapidError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    pem_decode(&text).map_err(|problem| VapidError::Format {
-        path: path.to_path_buf(),
-        problem,
-    })
+impl KeyFileError for VapidError {
+    fn read(path: &Path, source: std::io::Error) -> Self {
+        VapidError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    fn write(path: &Path, source: std::io::Error) -> Self {
+        VapidError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    fn format(path: &Path, problem: String) -> Self {
+        VapidError::Format {
+            path: path.to_path_buf(),
+            problem,
+        }
+    }
 }
 
-/// Reads the key, or creates it: written to a temporary file in the same folder and
-/// linked into place only if no other process made one meanwhile, so two gateways
-/// starting at once end up with the same key.
+/// Reads the key, or creates it (see [`read_or_generate_pkcs8_file`]).
 fn read_or_generate(path: &Path) -> Result<Vec<u8>, VapidError> {
-    if path.exists() {
-        return read_key(path);
-    }
-    let write_error = |source| VapidError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
-        std::fs::create_dir_all(folder).map_err(write_error)?;
-    }
-    let der = VapidKey::generate_pkcs8()?;
-    let temporary = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
-    write_private(&temporary, pem_encode(&der).as_bytes()).map_err(write_error)?;
-    let linked = std::fs::hard_link(&temporary, path);
-    let _ = std::fs::remove_file(&temporary);
-    match linked {
-        Ok(()) => {
-            tracing::info!(path = %path.display(), "generated a new VAPID key for Web Push");
-            Ok(der)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key(path),
-        Err(e) => Err(write_error(e)),
-    }
+    read_or_generate_pkcs8_file(path, "VAPID key for Web Push", VapidKey::generate_pkcs8)
 }
 
 #[cfg(test)]
