@@ -10,37 +10,8 @@ use paddock_accounts::{
 };
 use std::time::Duration;
 
-/// Runs each named test body (an `async fn(Accounts) -> anyhow::Result<()>`) on both
-/// databases, as `sqlite::NAME` and `postgres::NAME`.
-macro_rules! on_sqlite_and_postgres {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() -> anyhow::Result<()> {
-                    let dir = tempfile::tempdir()?;
-                    let url = format!("sqlite://{}/accounts.db", dir.path().display());
-                    let accounts = super::open(&url).await?;
-                    super::$name(accounts).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() -> anyhow::Result<()> {
-                    let database = paddock_testkit::PostgresDatabase::create().await?;
-                    let accounts = super::open(database.url()).await?;
-                    let outcome = super::$name(accounts.clone()).await;
-                    accounts.close().await;
-                    outcome
-                }
-            )*
-        }
-    };
-}
-
-on_sqlite_and_postgres!(
+paddock_testkit::on_sqlite_and_postgres!(
+    open = open;
     users_are_created_once_and_found_by_name_and_id,
     the_first_admin_is_created_only_on_an_empty_store,
     passwords_are_checked_and_refusals_give_a_reason,

@@ -10,35 +10,8 @@ use paddock_accounts::{
     PushSubscription, ScopeSet, User,
 };
 
-macro_rules! on_sqlite_and_postgres {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() -> anyhow::Result<()> {
-                    let dir = tempfile::tempdir()?;
-                    let url = format!("sqlite://{}/accounts.db", dir.path().display());
-                    let accounts = super::open(&url).await?;
-                    super::$name(accounts).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() -> anyhow::Result<()> {
-                    let database = paddock_testkit::PostgresDatabase::create().await?;
-                    let accounts = super::open(database.url()).await?;
-                    let outcome = super::$name(accounts.clone()).await;
-                    accounts.close().await;
-                    outcome
-                }
-            )*
-        }
-    };
-}
-
-on_sqlite_and_postgres!(
+paddock_testkit::on_sqlite_and_postgres!(
+    open = open;
     registering_an_endpoint_twice_keeps_one_subscription,
     a_user_has_at_most_the_allowed_number_of_subscriptions,
     an_endpoint_registered_by_another_user_moves_to_them,

@@ -4,35 +4,13 @@
 use paddock_ledger::{Ledger, NewJoinToken, RedeemError};
 use std::collections::BTreeMap;
 
-macro_rules! on_sqlite_and_postgres {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() -> anyhow::Result<()> {
-                    let dir = tempfile::tempdir()?;
-                    let url = format!("sqlite://{}/ledger.db", dir.path().display());
-                    let ledger = paddock_ledger::Ledger::connect(&url).await?;
-                    super::$name(ledger).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() -> anyhow::Result<()> {
-                    let database = paddock_testkit::PostgresDatabase::create().await?;
-                    let ledger = paddock_ledger::Ledger::connect(database.url()).await?;
-                    let outcome = super::$name(ledger.clone()).await;
-                    ledger.close().await;
-                    outcome
-                }
-            )*
-        }
-    };
+/// The ledger under test, migrated.
+async fn open(url: &str) -> anyhow::Result<paddock_ledger::Ledger> {
+    Ok(paddock_ledger::Ledger::connect(url).await?)
 }
 
-on_sqlite_and_postgres!(
+paddock_testkit::on_sqlite_and_postgres!(
+    open = open;
     a_single_use_token_is_refused_when_reused,
     an_expired_token_is_refused_and_keeps_its_use,
     a_revoked_or_unknown_token_is_refused,

@@ -7,37 +7,13 @@ use paddock_contract::api::JobView;
 use paddock_contract::{EventBody, JobEvent, JobId, JobSpec, JobStatus, RunSummary};
 use paddock_ledger::{JobQuery, Ledger};
 
-/// Runs each named test body (an `async fn(Ledger) -> anyhow::Result<()>`) on both
-/// databases, as `sqlite::NAME` and `postgres::NAME`.
-macro_rules! on_sqlite_and_postgres {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() -> anyhow::Result<()> {
-                    let dir = tempfile::tempdir()?;
-                    let url = format!("sqlite://{}/ledger.db", dir.path().display());
-                    let ledger = paddock_ledger::Ledger::connect(&url).await?;
-                    super::$name(ledger).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() -> anyhow::Result<()> {
-                    let database = paddock_testkit::PostgresDatabase::create().await?;
-                    let ledger = paddock_ledger::Ledger::connect(database.url()).await?;
-                    let outcome = super::$name(ledger.clone()).await;
-                    ledger.close().await;
-                    outcome
-                }
-            )*
-        }
-    };
+/// The ledger under test, migrated.
+async fn open(url: &str) -> anyhow::Result<paddock_ledger::Ledger> {
+    Ok(paddock_ledger::Ledger::connect(url).await?)
 }
 
-on_sqlite_and_postgres!(
+paddock_testkit::on_sqlite_and_postgres!(
+    open = open;
     usage_counts_active_jobs_submissions_and_cost_per_user,
     a_job_moves_through_its_lifecycle,
     an_event_applied_twice_or_after_a_newer_one_changes_nothing,

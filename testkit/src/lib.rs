@@ -75,3 +75,39 @@ pub fn init_logs() {
         let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::new());
     });
 }
+
+/// Re-exported for [`on_sqlite_and_postgres!`].
+pub use tempfile;
+
+/// Runs each named test body, an `async fn(Store) -> anyhow::Result<()>` of the calling
+/// file, once on a fresh SQLite file and once on a fresh PostgreSQL database, as
+/// `sqlite::NAME` and `postgres::NAME`. `open` names an `async fn(&str) ->
+/// anyhow::Result<Store>` of the calling file; `Store` is `Clone` with an async `close`.
+#[macro_export]
+macro_rules! on_sqlite_and_postgres {
+    (open = $open:ident; $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    let dir = $crate::tempfile::tempdir()?;
+                    let url = format!("sqlite://{}/store.db", dir.path().display());
+                    let store = super::$open(&url).await?;
+                    super::$name(store).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    let database = $crate::PostgresDatabase::create().await?;
+                    let store = super::$open(database.url()).await?;
+                    let outcome = super::$name(store.clone()).await;
+                    store.close().await;
+                    outcome
+                }
+            )*
+        }
+    };
+}
