@@ -7,22 +7,11 @@
 //! parent. And a log line inside a span carries that span's trace id.
 
 use async_nats::jetstream::{self, consumer, stream};
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::post;
 use futures::StreamExt;
 use opentelemetry::trace::TraceContextExt;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value;
 use paddock_contract::{CONTRACT_VERSION, EventBody, JobEvent, JobId};
 use paddock_telemetry::{ClaimSpans, JobObserver, NodeMetrics, TracingSetup, propagation};
-use paddock_testkit::{NatsServer, eventually};
-use prost::Message as _;
+use paddock_testkit::{NatsServer, OtlpReceiver, ReceivedSpan, eventually};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -30,73 +19,6 @@ use std::time::Duration;
 use tracing::instrument::WithSubscriber;
 use tracing::{Instrument, info_span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-
-/// A span as the receiver got it.
-#[derive(Clone, Debug)]
-struct ReceivedSpan {
-    service: String,
-    name: String,
-    trace_id: String,
-    span_id: String,
-    parent_span_id: String,
-}
-
-type Received = Arc<Mutex<Vec<ReceivedSpan>>>;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-async fn export(State(received): State<Received>, body: Bytes) -> impl IntoResponse {
-    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
-        return (axum::http::StatusCode::BAD_REQUEST, Vec::new()).into_response();
-    };
-    let mut spans = received.lock().expect("lock");
-    for resource_spans in request.resource_spans {
-        let service = resource_spans
-            .resource
-            .iter()
-            .flat_map(|resource| resource.attributes.iter())
-            .find(|kv| kv.key == "service.name")
-            .and_then(|kv| kv.value.as_ref())
-            .and_then(|value| match &value.value {
-                Some(any_value::Value::StringValue(s)) => Some(s.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        for scope in resource_spans.scope_spans {
-            for span in scope.spans {
-                spans.push(ReceivedSpan {
-                    service: service.clone(),
-                    name: span.name,
-                    trace_id: hex(&span.trace_id),
-                    span_id: hex(&span.span_id),
-                    parent_span_id: hex(&span.parent_span_id),
-                });
-            }
-        }
-    }
-    (
-        [(header::CONTENT_TYPE, "application/x-protobuf")],
-        ExportTraceServiceResponse::default().encode_to_vec(),
-    )
-        .into_response()
-}
-
-/// Starts the OTLP/HTTP receiver; returns its base URL.
-async fn start_receiver(received: Received) -> String {
-    let app = Router::new()
-        .route("/v1/traces", post(export))
-        .with_state(received);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    url
-}
 
 fn span_id_of(span: &tracing::Span) -> String {
     span.context().span().span_context().span_id().to_string()
@@ -119,8 +41,8 @@ fn event(job: JobId, seq: u64, body: EventBody) -> JobEvent {
 async fn one_job_is_one_trace_across_gateway_nats_and_node() {
     // No crypto provider is installed here: setting up the exporter must install
     // one (its HTTP client is reqwest with rustls), as it does in the binaries.
-    let received: Received = Arc::default();
-    let collector = start_receiver(received.clone()).await;
+    let receiver = OtlpReceiver::start().await;
+    let collector = receiver.url().to_string();
     let setup = |service: &str| {
         TracingSetup::new(service)
             .otlp_endpoint(Some(collector.clone()))
@@ -289,9 +211,9 @@ async fn one_job_is_one_trace_across_gateway_nats_and_node() {
         Duration::from_secs(15),
         "the receiver to get all six spans",
         || {
-            let received = received.clone();
+            let receiver = receiver.clone();
             async move {
-                let spans = received.lock().expect("lock").clone();
+                let spans = receiver.spans();
                 (spans.len() >= 6).then(|| {
                     spans
                         .into_iter()

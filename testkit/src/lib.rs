@@ -7,12 +7,14 @@
 
 mod nats;
 mod nats_cluster;
+pub mod otlp;
 mod postgres;
 mod process;
 pub mod push_service;
 
 pub use nats::NatsServer;
 pub use nats_cluster::NatsCluster;
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::PostgresDatabase;
 pub use process::{ChildProcess, workspace_binary};
 pub use push_service::PushService;

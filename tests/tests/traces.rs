@@ -8,111 +8,15 @@
 //! paddock-node), linked by parent span ids: the node's first span is a child of a
 //! gateway span, and each event's delivery a child of the span that appended it.
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use paddock_contract::{EventBody, JobOptions};
-use paddock_testkit::eventually;
+use paddock_testkit::{OtlpReceiver, ReceivedSpan, eventually};
 use paddock_tests::{Agent, Cluster, ClusterOptions, kinds};
-use prost::Message as _;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const GATEWAY: &str = "paddock-gateway";
 const NODE: &str = "paddock-node";
-
-/// A span as the receiver got it.
-#[derive(Clone, Debug)]
-struct ReceivedSpan {
-    service: String,
-    name: String,
-    trace_id: String,
-    span_id: String,
-    parent_span_id: String,
-    /// Its string attributes.
-    attributes: BTreeMap<String, String>,
-}
-
-type Received = Arc<Mutex<Vec<ReceivedSpan>>>;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn string_value(value: Option<&AnyValue>) -> Option<String> {
-    match value?.value.as_ref()? {
-        any_value::Value::StringValue(s) => Some(s.clone()),
-        any_value::Value::IntValue(i) => Some(i.to_string()),
-        any_value::Value::BoolValue(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn strings(attributes: &[KeyValue]) -> BTreeMap<String, String> {
-    attributes
-        .iter()
-        .filter_map(|kv| Some((kv.key.clone(), string_value(kv.value.as_ref())?)))
-        .collect()
-}
-
-/// `POST /v1/traces`: an OTLP/HTTP export in protobuf.
-async fn export(State(received): State<Received>, body: Bytes) -> impl IntoResponse {
-    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
-        return (axum::http::StatusCode::BAD_REQUEST, Vec::new()).into_response();
-    };
-    let mut spans = received.lock().unwrap_or_else(|e| e.into_inner());
-    for resource_spans in request.resource_spans {
-        let service = resource_spans
-            .resource
-            .as_ref()
-            .map(|resource| strings(&resource.attributes))
-            .and_then(|attributes| attributes.get("service.name").cloned())
-            .unwrap_or_default();
-        for scope in resource_spans.scope_spans {
-            for span in scope.spans {
-                spans.push(ReceivedSpan {
-                    service: service.clone(),
-                    name: span.name,
-                    trace_id: hex(&span.trace_id),
-                    span_id: hex(&span.span_id),
-                    parent_span_id: hex(&span.parent_span_id),
-                    attributes: strings(&span.attributes),
-                });
-            }
-        }
-    }
-    (
-        [(header::CONTENT_TYPE, "application/x-protobuf")],
-        ExportTraceServiceResponse::default().encode_to_vec(),
-    )
-        .into_response()
-}
-
-/// Starts the receiver on a free port; returns its base URL.
-async fn start_receiver(received: Received) -> String {
-    let app = Router::new()
-        .route("/v1/traces", post(export))
-        .with_state(received);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let address = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("address: {e}"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{address}")
-}
 
 /// The spans of one trace, by span id.
 struct Trace {
@@ -150,8 +54,8 @@ impl Trace {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_job_is_one_trace_from_the_http_submission_through_the_node_to_the_websocket() {
-    let received: Received = Arc::default();
-    let collector = start_receiver(received.clone()).await;
+    let receiver = OtlpReceiver::start().await;
+    let collector = receiver.url().to_string();
     let script = json!({
         "conversations": [{
             "match": "create the traced file",
@@ -199,11 +103,11 @@ async fn one_job_is_one_trace_from_the_http_submission_through_the_node_to_the_w
         Duration::from_secs(30),
         "the job's trace to hold a delivery span per event and its node spans",
         || {
-            let received = received.clone();
+            let receiver = receiver.clone();
             let job_id = job_id.clone();
             let delivered = events.len();
             async move {
-                let spans = received.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let spans = receiver.spans();
                 let submission = spans.iter().find(|span| {
                     span.service == GATEWAY
                         && span.name == "request"
