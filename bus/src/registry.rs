@@ -2,6 +2,10 @@
 //! and heartbeats (`paddock_heartbeats`, whose entries age out after the heartbeat
 //! time to live, which is how a lost node is noticed). Any service can list nodes or
 //! set a desired state; nodes watch their own key and reconcile.
+//!
+//! Only nodes create the heartbeats bucket (with their `heartbeat_ttl`): a reader
+//! ([`NodeRegistry::open_reader`], the gateway) binds to it once it exists, so it never
+//! creates it with a time to live of its own.
 
 use crate::BusError;
 use async_nats::jetstream::{self, kv};
@@ -15,7 +19,54 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct NodeRegistry {
     desired: kv::Store,
-    heartbeats: kv::Store,
+    heartbeats: Heartbeats,
+}
+
+/// The heartbeats bucket: made by a node, or bound by a reader when it first exists.
+#[derive(Clone)]
+struct Heartbeats {
+    /// Set for a reader: where to look the bucket up.
+    js: Option<jetstream::Context>,
+    store: std::sync::Arc<tokio::sync::OnceCell<kv::Store>>,
+}
+
+impl Heartbeats {
+    fn owned(store: kv::Store) -> Heartbeats {
+        Heartbeats {
+            js: None,
+            store: std::sync::Arc::new(tokio::sync::OnceCell::new_with(Some(store))),
+        }
+    }
+
+    fn bound_later(js: &jetstream::Context) -> Heartbeats {
+        Heartbeats {
+            js: Some(js.clone()),
+            store: Default::default(),
+        }
+    }
+
+    /// The bucket, or `None` while no node has ever made it (no node is alive then).
+    async fn store(&self) -> Option<&kv::Store> {
+        let js = self.js.as_ref();
+        match js {
+            None => self.store.get(),
+            Some(js) => self
+                .store
+                .get_or_try_init(|| js.get_key_value(subjects::HEARTBEATS_BUCKET))
+                .await
+                .ok(),
+        }
+    }
+}
+
+fn desired_config(replicas: usize) -> kv::Config {
+    kv::Config {
+        bucket: subjects::NODES_BUCKET.into(),
+        description: "Paddock nodes' desired state".into(),
+        history: 5,
+        num_replicas: replicas,
+        ..Default::default()
+    }
 }
 
 async fn bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, BusError> {
@@ -40,17 +91,7 @@ impl NodeRegistry {
         replicas: usize,
         heartbeat_ttl: Duration,
     ) -> Result<NodeRegistry, BusError> {
-        let desired = bucket(
-            js,
-            kv::Config {
-                bucket: subjects::NODES_BUCKET.into(),
-                description: "Paddock nodes' desired state".into(),
-                history: 5,
-                num_replicas: replicas,
-                ..Default::default()
-            },
-        )
-        .await?;
+        let desired = bucket(js, desired_config(replicas)).await?;
         let heartbeats = bucket(
             js,
             kv::Config {
@@ -65,7 +106,21 @@ impl NodeRegistry {
         .await?;
         Ok(NodeRegistry {
             desired,
-            heartbeats,
+            heartbeats: Heartbeats::owned(heartbeats),
+        })
+    }
+
+    /// Opens the registry to read nodes and set desired states (creating the desired
+    /// state bucket when missing), binding to the heartbeats bucket once a node has
+    /// made it. Open it once and share it: it holds the bound buckets.
+    pub async fn open_reader(
+        js: &jetstream::Context,
+        replicas: usize,
+    ) -> Result<NodeRegistry, BusError> {
+        let desired = bucket(js, desired_config(replicas)).await?;
+        Ok(NodeRegistry {
+            desired,
+            heartbeats: Heartbeats::bound_later(js),
         })
     }
 
@@ -117,7 +172,10 @@ impl NodeRegistry {
 
     pub async fn beat(&self, heartbeat: &NodeHeartbeat) -> Result<(), BusError> {
         let value = serde_json::to_vec(heartbeat).map_err(|e| registry_error(e.to_string()))?;
-        self.heartbeats
+        let Some(heartbeats) = self.heartbeats.store().await else {
+            return Err(registry_error("the heartbeats bucket is missing".into()));
+        };
+        heartbeats
             .put(&heartbeat.node, value.into())
             .await
             .map(|_| ())
@@ -128,7 +186,10 @@ impl NodeRegistry {
     /// live), by node name: who could take work, with which pool and labels.
     pub async fn heartbeats(&self) -> Result<BTreeMap<String, NodeHeartbeat>, BusError> {
         let mut beats = BTreeMap::new();
-        for (key, value) in entries(&self.heartbeats).await? {
+        let Some(heartbeats) = self.heartbeats.store().await else {
+            return Ok(beats);
+        };
+        for (key, value) in entries(heartbeats).await? {
             match serde_json::from_slice::<NodeHeartbeat>(&value) {
                 Ok(beat) => {
                     beats.insert(key, beat);

@@ -214,6 +214,9 @@ async fn connect(
     let jetstream = jetstream::new(nats.clone());
     paddock_bus::ensure_streams(&jetstream, &config.streams).await?;
     let events = EventLog::open(jetstream.clone()).await?;
+    let nodes = paddock_bus::NodeRegistry::open_reader(&jetstream, config.streams.replicas)
+        .await
+        .context("opening the node registry")?;
     let ledger = Ledger::connect(&config.database_url)
         .await
         .context("opening the job ledger (database_url)")?;
@@ -223,6 +226,7 @@ async fn connect(
         nats,
         jetstream,
         events,
+        nodes,
         ledger,
         sessions: TaskTracker::new(),
         shutdown,

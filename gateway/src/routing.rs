@@ -23,14 +23,13 @@ use crate::state::AppState;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use paddock_bus::{NodeRegistry, SelectorStore};
+use paddock_bus::SelectorStore;
 use paddock_contract::api::{ErrorBody, ErrorDetail};
 use paddock_contract::job::{POOL_LABEL, labels_satisfy};
 use paddock_contract::node::{NodeHeartbeat, NodeState};
 use paddock_contract::{JobSpec, subjects};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// The code of a submission refused because no live node carries what it requires.
 pub use crate::error::code::NO_MATCHING_NODE;
@@ -145,14 +144,8 @@ pub async fn admit(state: &AppState, spec: &JobSpec) -> Result<Option<String>, S
         return Ok(None);
     }
     let requires = requirements(spec);
-    let registry = NodeRegistry::open(
-        state.jetstream(),
-        state.config().streams.replicas,
-        Duration::from_secs(20),
-    )
-    .await
-    .map_err(|e| ApiError::bus("opening the node registry failed", e))?;
-    let heartbeats = registry
+    let heartbeats = state
+        .nodes()
         .heartbeats()
         .await
         .map_err(|e| ApiError::bus("reading node heartbeats failed", e))?;

@@ -7,7 +7,7 @@
 use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
 use async_nats::jetstream;
-use paddock_bus::EventLog;
+use paddock_bus::{EventLog, NodeRegistry};
 use paddock_ledger::Ledger;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,7 @@ struct Inner {
     nats: async_nats::Client,
     jetstream: jetstream::Context,
     events: EventLog,
+    nodes: NodeRegistry,
     ledger: Ledger,
     sessions: TaskTracker,
     shutdown: CancellationToken,
@@ -41,6 +42,9 @@ pub struct StateParts {
     pub nats: async_nats::Client,
     pub jetstream: jetstream::Context,
     pub events: EventLog,
+    /// The node registry, opened once (it binds the heartbeats bucket when a node
+    /// has made it).
+    pub nodes: NodeRegistry,
     pub ledger: Ledger,
     pub sessions: TaskTracker,
     pub shutdown: CancellationToken,
@@ -56,6 +60,7 @@ impl AppState {
                 nats: parts.nats,
                 jetstream: parts.jetstream,
                 events: parts.events,
+                nodes: parts.nodes,
                 ledger: parts.ledger,
                 sessions: parts.sessions,
                 shutdown: parts.shutdown,
@@ -63,6 +68,10 @@ impl AppState {
                 push_key: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    pub fn nodes(&self) -> &NodeRegistry {
+        &self.inner.nodes
     }
 
     pub fn config(&self) -> &GatewayConfig {

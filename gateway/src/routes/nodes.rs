@@ -11,20 +11,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use paddock_accounts::Scope;
-use paddock_bus::NodeRegistry;
 use paddock_contract::node::{DesiredState, DrainRequest, NodeDesired, NodeView};
 use paddock_contract::now_unix_ms;
-use std::time::Duration;
-
-async fn registry(state: &AppState) -> Result<NodeRegistry, ApiError> {
-    NodeRegistry::open(
-        state.jetstream(),
-        state.config().streams.replicas,
-        Duration::from_secs(20),
-    )
-    .await
-    .map_err(|e| ApiError::bus("opening the node registry failed", e))
-}
 
 #[utoipa::path(
     get,
@@ -38,8 +26,8 @@ pub async fn list_nodes(
     caller: Caller,
 ) -> Result<Json<Vec<NodeView>>, ApiError> {
     caller.require(Scope::JobsRead)?;
-    let nodes = registry(&state)
-        .await?
+    let nodes = state
+        .nodes()
         .list()
         .await
         .map_err(|e| ApiError::bus("listing nodes failed", e))?;
@@ -56,8 +44,8 @@ async fn set(
     if !paddock_contract::subjects::is_valid_token(name) {
         return Err(ApiError::BadRequest(format!("{name:?} is not a node name")));
     }
-    registry(state)
-        .await?
+    state
+        .nodes()
         .set_desired(name, &desired)
         .await
         .map_err(|e| ApiError::bus("setting a node's desired state failed", e))?;
