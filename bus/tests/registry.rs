@@ -37,7 +37,7 @@ async fn a_reader_binds_the_heartbeats_bucket_a_node_made_and_never_makes_it() {
     node.beat(&beat).await.expect("beat");
     let seen = reader.heartbeats().await.expect("heartbeats");
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["mini-1"]);
-    let mut bucket = js
+    let bucket = js
         .get_key_value(subjects::HEARTBEATS_BUCKET)
         .await
         .expect("bucket");
