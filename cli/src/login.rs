@@ -584,6 +584,8 @@ struct GrantStarted {
     device_code: String,
     user_code: String,
     verification_uri: String,
+    #[serde(default)]
+    verification_uri_complete: Option<String>,
     expires_in: u64,
     interval: u64,
 }
@@ -599,9 +601,12 @@ async fn device_login(url: &str, device_name: &str) -> anyhow::Result<Tokens> {
         .await
         .context("starting a device sign-in")?;
     eprintln!(
-        "To sign in this device, approve the code {code} where you are signed in:\n\n    paddock login --approve {code}\n\n(or POST it to {uri}). Waiting up to {minutes} minutes…",
+        "To sign in this device, approve the code {code} where you are signed in:\n\n    paddock login --approve {code}\n\nor open {uri} in the web app. Waiting up to {minutes} minutes…",
         code = grant.user_code,
-        uri = grant.verification_uri,
+        uri = grant
+            .verification_uri_complete
+            .as_deref()
+            .unwrap_or(&grant.verification_uri),
         minutes = grant.expires_in.div_ceil(60),
     );
     let mut interval = Duration::from_secs(grant.interval.max(1));

@@ -522,6 +522,23 @@ async fn a_device_grant_is_approved_denied_or_expires() {
     };
 
     let grant = start("build box").await;
+    // Where a person approves it: the web app's page, with the code filled in.
+    let page = grant["verification_uri"].as_str().unwrap_or_default();
+    assert!(
+        page.starts_with("http://") && page.ends_with("/device"),
+        "{grant}"
+    );
+    assert_eq!(
+        grant["verification_uri_complete"].as_str(),
+        Some(
+            format!(
+                "{page}?code={}",
+                grant["user_code"].as_str().unwrap_or_default()
+            )
+            .as_str()
+        ),
+        "{grant}"
+    );
     let (status, body) = poll(&grant).await;
     assert_eq!((status, code(&body)), (400, "authorization_pending"));
     let (status, body) = gateway

@@ -2,7 +2,8 @@
 //! browser and for other screens:
 //!
 //! 1. `POST /v1/auth/device` `{client_name}` → `device_code` (secret), `user_code`
-//!    (`BCDF-GHJK`), `verification_uri`, `expires_in`, `interval`;
+//!    (`BCDF-GHJK`), `verification_uri` (the web app's `/device` page) and
+//!    `verification_uri_complete` (with the code), `expires_in`, `interval`;
 //! 2. the user, signed in elsewhere, sends `POST /v1/auth/device/approve`
 //!    `{user_code, approve}` (`paddock login --approve CODE` does);
 //! 3. the device polls `POST /v1/auth/device/token` `{device_code}` every `interval`
@@ -41,7 +42,10 @@ pub struct StartGrant {
 pub struct GrantStarted {
     pub device_code: String,
     pub user_code: String,
+    /// The web app's page where a signed-in user approves the code (RFC 8628 §3.2).
     pub verification_uri: String,
+    /// The same page with the code filled in.
+    pub verification_uri_complete: String,
     pub expires_in: u64,
     pub interval: u64,
 }
@@ -121,10 +125,17 @@ pub async fn start(
         .and_then(|h| h.to_str().ok())
         .map(clean)
         .unwrap_or_else(|| state.config().listen.to_string());
+    let scheme = if state.config().tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let verification_uri = format!("{scheme}://{host}/device");
     Ok(Json(GrantStarted {
         device_code: grant.device_code,
+        verification_uri_complete: format!("{verification_uri}?code={}", grant.user_code),
         user_code: grant.user_code,
-        verification_uri: format!("http://{host}/v1/auth/device/approve"),
+        verification_uri,
         expires_in: settings.device_grant_ttl.as_secs(),
         interval: grant.interval.as_secs().max(1),
     }))
