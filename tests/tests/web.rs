@@ -94,9 +94,16 @@ async fn the_web_app_works_in_a_phone_sized_browser_against_a_real_cluster() {
     );
     let cluster = Cluster::start(ClusterOptions {
         agent: Agent::RealCli { script: script() },
+        // The app as people use it: over the gateway's HTTPS (the dev certificate).
+        tls: true,
         ..Default::default()
     })
     .await;
+    let ca_cert = cluster
+        .ca_cert
+        .clone()
+        .unwrap_or_else(|| panic!("a TLS cluster has a CA"));
+    assert!(cluster.url.starts_with("https://"), "{}", cluster.url);
     // What the scripted session reads and edits.
     std::fs::write(
         cluster.project_dir.join("README.md"),
@@ -113,6 +120,8 @@ async fn the_web_app_works_in_a_phone_sized_browser_against_a_real_cluster() {
     command
         .arg(root.join("tests/web/app.spec.mjs"))
         .env("PADDOCK_URL", &cluster.url)
+        .env("PADDOCK_CA_CERT", &ca_cert)
+        .env("NODE_EXTRA_CA_CERTS", &ca_cert)
         .env("PADDOCK_USER", "admin")
         .env("PADDOCK_PASSWORD", ADMIN_PASSWORD)
         .env("PADDOCK_SCREENSHOTS", &screenshots)

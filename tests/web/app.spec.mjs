@@ -1,7 +1,8 @@
 // The web app in headless Chromium (Debian's `chromium`, driven by playwright-core)
 // against a running cluster with the real Claude Code CLI and the Messages API
 // double. Started by tests/tests/web.rs, which passes:
-//   PADDOCK_URL          the gateway (plain HTTP on 127.0.0.1: a secure context)
+//   PADDOCK_URL          the gateway, over HTTPS with the dev certificate `paddock up` makes
+//   PADDOCK_CA_CERT      its CA: Chromium trusts it by public key, Node by NODE_EXTRA_CA_CERTS
 //   PADDOCK_USER, PADDOCK_PASSWORD   the first admin
 //   PADDOCK_SCREENSHOTS  where the phone-sized screenshots go (docs/screenshots)
 //   PADDOCK_ARTIFACTS    where a failure's screenshot and page log go
@@ -11,7 +12,8 @@
 // Prints one line per step and exits non-zero on the first failure.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { createHash, X509Certificate } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
@@ -125,7 +127,15 @@ async function home(page) {
 async function main() {
   mkdirSync(SHOTS, { recursive: true });
   mkdirSync(ARTIFACTS, { recursive: true });
-  const browser = await chromium.launch({ executablePath: env('CHROMIUM', '/usr/bin/chromium') });
+  // The gateway's chain ends in the dev CA; Chromium accepts the chain by that CA's
+  // public key, so the page is a secure context over real HTTPS (service worker, push).
+  const args = [];
+  if (process.env.PADDOCK_CA_CERT) {
+    const ca = new X509Certificate(readFileSync(process.env.PADDOCK_CA_CERT));
+    const spki = ca.publicKey.export({ type: 'spki', format: 'der' });
+    args.push(`--ignore-certificate-errors-spki-list=${createHash('sha256').update(spki).digest('base64')}`);
+  }
+  const browser = await chromium.launch({ executablePath: env('CHROMIUM', '/usr/bin/chromium'), args });
   const context = await browser.newContext({
     viewport: PHONE, deviceScaleFactor: 2, isMobile: true, hasTouch: true,
   });
