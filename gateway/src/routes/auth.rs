@@ -496,15 +496,7 @@ pub async fn begin_totp(
 ) -> Result<Json<TotpEnrolment>, ApiError> {
     let (user_id, device_id) = caller.account()?;
     let enrolment = state.auth().accounts().begin_totp(user_id).await?;
-    record(
-        &state,
-        AuditEntry::new("totp.begin", Outcome::Success)
-            .actor(caller.user.clone())
-            .device(Some(device_id.to_string()))
-            .address(caller.address.clone())
-            .target(caller.user.clone()),
-    )
-    .await;
+    record(&state, own_change(&caller, device_id, "totp.begin")).await;
     Ok(Json(enrolment))
 }
 
@@ -537,15 +529,11 @@ pub async fn confirm_totp(
     } else {
         Outcome::Denied
     };
-    record(
-        &state,
-        AuditEntry::new("totp.enable", outcome)
-            .actor(caller.user.clone())
-            .device(Some(device_id.to_string()))
-            .address(caller.address.clone())
-            .target(caller.user.clone()),
-    )
-    .await;
+    let entry = AuditEntry {
+        outcome: Some(outcome),
+        ..own_change(&caller, device_id, "totp.enable")
+    };
+    record(&state, entry).await;
     if confirmed {
         Ok(Json(Done { done: true }))
     } else {
@@ -555,8 +543,14 @@ pub async fn confirm_totp(
     }
 }
 
-/// Checks the caller's password again before a sensitive change.
-async fn reauthenticate(state: &AppState, caller: &Caller, password: &str) -> Result<(), ApiError> {
+/// Checks the caller's password again before a change to their own account, which
+/// `entry` describes; a wrong password is audited as denied (after the login delay).
+async fn reauthenticate(
+    state: &AppState,
+    caller: &Caller,
+    password: &str,
+    entry: &AuditEntry,
+) -> Result<(), ApiError> {
     match state
         .auth()
         .accounts()
@@ -566,9 +560,23 @@ async fn reauthenticate(state: &AppState, caller: &Caller, password: &str) -> Re
         PasswordCheck::Valid(user) if Some(user.id.as_str()) == caller.user_id() => Ok(()),
         _ => {
             tokio::time::sleep(state.config().auth.login_failure_delay).await;
+            let denied = AuditEntry {
+                outcome: Some(Outcome::Denied),
+                ..entry.clone()
+            };
+            record(state, denied).await;
             Err(ApiError::InvalidCredentials)
         }
     }
+}
+
+/// The audit entry of `action` by the caller on their own account.
+fn own_change(caller: &Caller, device_id: &str, action: &str) -> AuditEntry {
+    AuditEntry::new(action, Outcome::Success)
+        .actor(caller.user.clone())
+        .device(Some(device_id.to_string()))
+        .address(caller.address.clone())
+        .target(caller.user.clone())
 }
 
 /// Turns the caller's second factor off, after their password.
@@ -589,22 +597,8 @@ pub async fn disable_totp(
     ApiJson(body): ApiJson<PasswordConfirmation>,
 ) -> Result<Json<Done>, ApiError> {
     let (_, device_id) = caller.account()?;
-    let entry = AuditEntry::new("totp.disable", Outcome::Success)
-        .actor(caller.user.clone())
-        .device(Some(device_id.to_string()))
-        .address(caller.address.clone())
-        .target(caller.user.clone());
-    if let Err(e) = reauthenticate(&state, &caller, &body.password).await {
-        record(
-            &state,
-            AuditEntry {
-                outcome: Some(Outcome::Denied),
-                ..entry
-            },
-        )
-        .await;
-        return Err(e);
-    }
+    let entry = own_change(&caller, device_id, "totp.disable");
+    reauthenticate(&state, &caller, &body.password, &entry).await?;
     state.auth().accounts().disable_totp(&caller.user).await?;
     record(&state, entry).await;
     Ok(Json(Done { done: true }))
@@ -629,22 +623,8 @@ pub async fn change_password(
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<Json<Done>, ApiError> {
     let (_, device_id) = caller.account()?;
-    let entry = AuditEntry::new("user.password", Outcome::Success)
-        .actor(caller.user.clone())
-        .device(Some(device_id.to_string()))
-        .address(caller.address.clone())
-        .target(caller.user.clone());
-    if let Err(e) = reauthenticate(&state, &caller, &body.current_password).await {
-        record(
-            &state,
-            AuditEntry {
-                outcome: Some(Outcome::Denied),
-                ..entry
-            },
-        )
-        .await;
-        return Err(e);
-    }
+    let entry = own_change(&caller, device_id, "user.password");
+    reauthenticate(&state, &caller, &body.current_password, &entry).await?;
     state
         .auth()
         .accounts()
