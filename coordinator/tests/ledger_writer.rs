@@ -9,6 +9,7 @@ use paddock_contract::api::JobView;
 use paddock_contract::{EventBody, JobEvent, JobId, JobStatus, RunSummary, subjects};
 use paddock_coordinator::{CoordinatorConfig, LedgerWriterSettings};
 use paddock_ledger::Ledger;
+use paddock_testkit::metrics::sample;
 use paddock_testkit::{NatsServer, PostgresDatabase, eventually};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -578,39 +579,6 @@ async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
         .context("no status")?
         .parse()?;
     Ok((status, body.to_string()))
-}
-
-/// A series as written in the text format (`name{a="x",b="y"}`), with its labels in
-/// a canonical order: the encoder sorts them by name, a test need not.
-fn series_key(series: &str) -> (String, Vec<(String, String)>) {
-    let Some((name, labels)) = series.split_once('{') else {
-        return (series.to_string(), Vec::new());
-    };
-    let mut pairs: Vec<(String, String)> = labels
-        .trim_end_matches('}')
-        .split("\",")
-        .filter(|pair| !pair.is_empty())
-        .filter_map(|pair| {
-            let (label, value) = pair.split_once('=')?;
-            Some((label.to_string(), value.trim_matches('"').to_string()))
-        })
-        .collect();
-    pairs.sort();
-    (name.to_string(), pairs)
-}
-
-/// The value of `series` (name and every label, in any order) on a metrics page.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    let wanted = series_key(series);
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (written, value) = line.rsplit_once(' ')?;
-            (series_key(written) == wanted)
-                .then(|| value.parse().ok())
-                .flatten()
-        })
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 //! Every handle stops its process and removes its temporary files on `Drop`, so a
 //! failing test leaves nothing behind. [`eventually`] is the one way to wait.
 
+pub mod metrics;
 mod nats;
 mod nats_cluster;
 pub mod otlp;

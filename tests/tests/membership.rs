@@ -9,6 +9,7 @@
 use paddock_contract::node::NodeState;
 use paddock_contract::{EventBody, JobId, JobOptions, JobStatus};
 use paddock_testkit::eventually;
+use paddock_testkit::metrics::sample;
 use paddock_tests::{ActorCluster, Cluster, ClusterOptions, kinds, write_secret_file};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -24,14 +25,6 @@ async fn metrics(port: u16) -> Option<String> {
         return None;
     }
     response.text().await.ok()
-}
-
-/// The value of `series` (its name and labels exactly as rendered) on a metrics page.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
 }
 
 /// The nodes the coordinator lists as members.

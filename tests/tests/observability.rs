@@ -10,6 +10,7 @@
 
 use paddock_contract::{EventBody, JobId, JobOptions, JobStatus};
 use paddock_testkit::eventually;
+use paddock_testkit::metrics::sample;
 use paddock_tests::{Cluster, ClusterOptions, kinds};
 use std::io::Write;
 use std::path::PathBuf;
@@ -70,39 +71,6 @@ async fn get(port: u16, path: &str) -> Option<(u16, String)> {
         .ok()?;
     let status = response.status().as_u16();
     Some((status, response.text().await.ok()?))
-}
-
-/// A series as written in the text format (`name{a="x",b="y"}`), with its labels in
-/// a canonical order: the encoder sorts them by name, a test need not.
-fn series_key(series: &str) -> (String, Vec<(String, String)>) {
-    let Some((name, labels)) = series.split_once('{') else {
-        return (series.to_string(), Vec::new());
-    };
-    let mut pairs: Vec<(String, String)> = labels
-        .trim_end_matches('}')
-        .split("\",")
-        .filter(|pair| !pair.is_empty())
-        .filter_map(|pair| {
-            let (label, value) = pair.split_once('=')?;
-            Some((label.to_string(), value.trim_matches('"').to_string()))
-        })
-        .collect();
-    pairs.sort();
-    (name.to_string(), pairs)
-}
-
-/// The value of `series` (name and every label, in any order) on a metrics page.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    let wanted = series_key(series);
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (written, value) = line.rsplit_once(' ')?;
-            (series_key(written) == wanted)
-                .then(|| value.parse().ok())
-                .flatten()
-        })
 }
 
 /// Waits until every `(series, value)` holds on the component's `/metrics`, and
