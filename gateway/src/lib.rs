@@ -217,6 +217,9 @@ async fn connect(
     let nodes = paddock_bus::NodeRegistry::open_reader(&jetstream, config.streams.replicas)
         .await
         .context("opening the node registry")?;
+    let selectors = paddock_bus::SelectorStore::open(&jetstream, config.streams.replicas)
+        .await
+        .context("opening the label selectors bucket")?;
     let ledger = Ledger::connect(&config.database_url)
         .await
         .context("opening the job ledger (database_url)")?;
@@ -227,6 +230,7 @@ async fn connect(
         jetstream,
         events,
         nodes,
+        selectors,
         ledger,
         sessions: TaskTracker::new(),
         shutdown,

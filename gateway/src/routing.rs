@@ -23,7 +23,6 @@ use crate::state::AppState;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use paddock_bus::SelectorStore;
 use paddock_contract::api::{ErrorBody, ErrorDetail};
 use paddock_contract::job::{POOL_LABEL, labels_satisfy};
 use paddock_contract::node::{NodeHeartbeat, NodeState};
@@ -204,10 +203,8 @@ pub async fn queue_subject(state: &AppState, spec: &JobSpec) -> Result<String, A
     if spec.options.requires.keys().all(|key| key == POOL_LABEL) {
         return Ok(subjects::pool_jobs(&spec.pool));
     }
-    let store = SelectorStore::open(state.jetstream(), state.config().streams.replicas)
-        .await
-        .map_err(|e| ApiError::bus("opening the selectors bucket failed", e))?;
-    let selector = store
+    let selector = state
+        .selectors()
         .record(&requirements(spec))
         .await
         .map_err(|e| ApiError::bus("recording a label selector failed", e))?;

@@ -7,7 +7,7 @@
 use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
 use async_nats::jetstream;
-use paddock_bus::{EventLog, NodeRegistry};
+use paddock_bus::{EventLog, NodeRegistry, SelectorStore};
 use paddock_ledger::Ledger;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,7 @@ struct Inner {
     jetstream: jetstream::Context,
     events: EventLog,
     nodes: NodeRegistry,
+    selectors: SelectorStore,
     ledger: Ledger,
     sessions: TaskTracker,
     shutdown: CancellationToken,
@@ -45,6 +46,8 @@ pub struct StateParts {
     /// The node registry, opened once (it binds the heartbeats bucket when a node
     /// has made it).
     pub nodes: NodeRegistry,
+    /// The label selectors of queued jobs (`crate::routing`).
+    pub selectors: SelectorStore,
     pub ledger: Ledger,
     pub sessions: TaskTracker,
     pub shutdown: CancellationToken,
@@ -61,6 +64,7 @@ impl AppState {
                 jetstream: parts.jetstream,
                 events: parts.events,
                 nodes: parts.nodes,
+                selectors: parts.selectors,
                 ledger: parts.ledger,
                 sessions: parts.sessions,
                 shutdown: parts.shutdown,
@@ -72,6 +76,10 @@ impl AppState {
 
     pub fn nodes(&self) -> &NodeRegistry {
         &self.inner.nodes
+    }
+
+    pub fn selectors(&self) -> &SelectorStore {
+        &self.inner.selectors
     }
 
     pub fn config(&self) -> &GatewayConfig {
